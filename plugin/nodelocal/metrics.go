@@ -1,0 +1,48 @@
+package nodelocal
+
+import (
+	"github.com/coredns/coredns/plugin"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Error types of node-cache's setup-errors metric, kept for its dashboards.
+const (
+	errIptables       = "iptables"
+	errIptablesLock   = "iptables_lock"
+	errInterfaceAdd   = "interface_add"
+	errInterfaceCheck = "interface_check"
+	errConfigmap      = "configmap"
+)
+
+var (
+	// setupErrors has node-cache's name and labels: coredns_nodecache_setup_errors_total.
+	setupErrors = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "nodecache",
+		Name:      "setup_errors_total",
+		Help:      "Counter of errors setting up the node: interface, iptables rules, ConfigMap.",
+	}, []string{"errortype"})
+
+	repairs = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "nodelocal",
+		Name:      "repairs_total",
+		Help:      "Counter of things the reconcile loop found missing or wrong and put back, by what.",
+	}, []string{"what"})
+
+	readyGauge = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "nodelocal",
+		Name:      "ready",
+		Help:      "1 while the interface, addresses and rules are all in place, else 0.",
+	})
+)
+
+func init() {
+	// Present at 0 from the start, so alerts on increase() see the first error.
+	for _, t := range []string{errIptables, errIptablesLock, errInterfaceAdd, errInterfaceCheck, errConfigmap} {
+		setupErrors.WithLabelValues(t)
+	}
+}

@@ -1,0 +1,363 @@
+package nodelocal
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/plugin"
+
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/netif"
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
+)
+
+// Teardown says what the final shutdown does to the node.
+type Teardown string
+
+// Teardown settings.
+const (
+	TeardownOn      Teardown = "on"      // remove rules, addresses and link
+	TeardownOff     Teardown = "off"     // leave everything in place
+	TeardownHandoff Teardown = "handoff" // remove, but leave a path to the cluster DNS (IPVS mode)
+)
+
+// Defaults of the directive's settings.
+const (
+	defaultHealthPort = 8080
+	defaultSync       = 10 * time.Second
+	minSync           = time.Second
+)
+
+// Config is the parsed directive: one per CoreDNS instance.
+type Config struct {
+	LocalIPs    []netip.Addr
+	Interface   string // "" after `interface none`
+	Rules       rules.Mode
+	Backend     rules.Backend
+	UpstreamSvc string     // Service name, "" when not set
+	Upstream    netip.Addr // the Service's ClusterIP, read from its env variable
+	HealthPort  int
+	Sync        time.Duration
+	Teardown    Teardown
+}
+
+func defaultConfig() Config {
+	return Config{
+		Interface:  netif.DefaultName,
+		Rules:      rules.ModeIptables,
+		Backend:    rules.BackendAuto,
+		HealthPort: defaultHealthPort,
+		Sync:       defaultSync,
+		Teardown:   TeardownOn,
+	}
+}
+
+// shared is the per-instance state kept in the caddy instance storage, so the
+// directive acts once however many server blocks name it.
+type shared struct {
+	cfg      Config
+	explicit bool   // cfg came from a block with settings, not a bare `nodelocal`
+	pos      string // file:line of the block cfg came from
+	ports    []int  // DNS ports of every block that names the directive
+	node     *node
+}
+
+type sharedKey struct{}
+
+func setup(c *caddy.Controller) error {
+	cfg, explicit, err := parse(c)
+	if err != nil {
+		return plugin.Error(pluginName, err)
+	}
+	pos := fmt.Sprintf("%s:%d", c.File(), c.Line())
+
+	s, _ := c.Get(sharedKey{}).(*shared)
+	switch {
+	case s == nil:
+		s = &shared{cfg: cfg, explicit: explicit, pos: pos}
+		s.node = newNode(s)
+		c.Set(sharedKey{}, s)
+		registerLifecycle(c, s.node)
+	case explicit && s.explicit:
+		if name, a, b := differ(s.cfg, cfg); name != "" {
+			return plugin.Error(pluginName, c.Errf("%s %s disagrees with %s %s at %s: every server block must use the same settings", name, b, name, a, s.pos))
+		}
+	case explicit:
+		// A block with settings wins over bare `nodelocal` lines that joined earlier.
+		s.cfg, s.explicit, s.pos = cfg, true, pos
+	}
+
+	port, err := strconv.Atoi(dnsserver.GetConfig(c).Port)
+	if err != nil {
+		return plugin.Error(pluginName, c.Errf("server block port %q is not a number", dnsserver.GetConfig(c).Port))
+	}
+	if !slices.Contains(s.ports, port) {
+		s.ports = append(s.ports, port)
+		slices.Sort(s.ports)
+	}
+
+	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
+		return Nodelocal{Next: next, node: s.node}
+	})
+	return nil
+}
+
+// parse reads one `nodelocal` directive. explicit is false for a bare
+// `nodelocal`, which joins the settings given in another server block (or,
+// if there are none, uses the defaults and the block's bind addresses).
+func parse(c *caddy.Controller) (cfg Config, explicit bool, err error) {
+	cfg = defaultConfig()
+	c.Next() // the directive name
+	if args := c.RemainingArgs(); len(args) > 0 {
+		return cfg, false, c.Errf("unexpected argument %q: settings go in a block", args[0])
+	}
+	seen := map[string]bool{}
+	for c.NextBlock() {
+		explicit = true
+		key := c.Val()
+		if seen[key] {
+			return cfg, false, c.Errf("%s given twice", key)
+		}
+		seen[key] = true
+		args := c.RemainingArgs()
+		switch key {
+		case "localip":
+			cfg.LocalIPs, err = parseLocalIPs(args)
+		case "interface":
+			cfg.Interface, err = parseInterface(args)
+		case "rules":
+			cfg.Rules, cfg.Backend, err = parseRules(args)
+		case "upstreamsvc":
+			cfg.UpstreamSvc, err = oneArg(key, args)
+		case "healthport":
+			cfg.HealthPort, err = parsePort(key, args)
+		case "sync":
+			cfg.Sync, err = parseSync(args)
+		case "teardown":
+			cfg.Teardown, err = parseTeardown(args)
+		default:
+			return cfg, false, c.Errf("unknown setting %q", key)
+		}
+		if err != nil {
+			return cfg, false, c.Errf("%v", err)
+		}
+	}
+	if len(cfg.LocalIPs) == 0 {
+		// node-cache binds the same addresses it holds: take them from bind.
+		var fromBind []string
+		for _, h := range dnsserver.GetConfig(c).ListenHosts {
+			if h != "" {
+				fromBind = append(fromBind, h)
+			}
+		}
+		if len(fromBind) > 0 {
+			if cfg.LocalIPs, err = parseLocalIPs(fromBind); err != nil {
+				return cfg, false, c.Errf("local IPs taken from bind: %v", err)
+			}
+		} else if explicit {
+			return cfg, false, c.Err("localip is required (or a bind directive in the same server block)")
+		}
+	}
+	if err := checkZones(cfg); err != nil {
+		return cfg, false, c.Errf("%v", err)
+	}
+	if cfg.UpstreamSvc != "" {
+		if cfg.Upstream, err = UpstreamIP(cfg.UpstreamSvc); err != nil {
+			return cfg, false, c.Errf("%v", err)
+		}
+	}
+	return cfg, explicit, nil
+}
+
+func oneArg(key string, args []string) (string, error) {
+	if len(args) != 1 {
+		return "", fmt.Errorf("%s wants one value, got %d: %q", key, len(args), args)
+	}
+	return args[0], nil
+}
+
+// parseLocalIPs accepts IPv4 and IPv6 addresses, mixed, space or comma
+// separated (node-cache's -localip is a comma list).
+func parseLocalIPs(args []string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, arg := range args {
+		for _, s := range strings.Split(arg, ",") {
+			if s == "" {
+				continue
+			}
+			ip, err := netip.ParseAddr(s)
+			if err != nil {
+				return nil, fmt.Errorf("localip %q is not an IP address", s)
+			}
+			ip = ip.Unmap()
+			switch {
+			case ip.IsUnspecified(), ip.IsMulticast(), ip.IsLoopback():
+				return nil, fmt.Errorf("localip %q cannot be held on an interface: unspecified, multicast or loopback", s)
+			case slices.ContainsFunc(out, func(o netip.Addr) bool { return o.WithZone("") == ip.WithZone("") }):
+				return nil, fmt.Errorf("localip %q is listed twice", s)
+			}
+			out = append(out, ip)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("localip wants at least one IP address")
+	}
+	return out, nil
+}
+
+// checkZones rejects IPv6 link-local local IPs whose zone does not name the
+// plugin's own link: such an address is only meaningful on that link.
+func checkZones(cfg Config) error {
+	for _, ip := range cfg.LocalIPs {
+		if !ip.Is6() {
+			if ip.Zone() != "" {
+				return fmt.Errorf("localip %q: only IPv6 addresses take a zone", ip)
+			}
+			continue
+		}
+		switch {
+		case ip.IsLinkLocalUnicast() && cfg.Interface == "":
+			return fmt.Errorf("localip %q is IPv6 link-local, which needs an interface to live on; not with `interface none`", ip)
+		case ip.IsLinkLocalUnicast() && ip.Zone() != cfg.Interface:
+			return fmt.Errorf("localip %q is IPv6 link-local: write it with the zone of its link, %q", ip, ip.WithZone(cfg.Interface))
+		case !ip.IsLinkLocalUnicast() && ip.Zone() != "":
+			return fmt.Errorf("localip %q: a zone only makes sense on a link-local address", ip)
+		}
+	}
+	return nil
+}
+
+func parseInterface(args []string) (string, error) {
+	name, err := oneArg("interface", args)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case name == "none":
+		return "", nil
+	case len(name) > 15:
+		return "", fmt.Errorf("interface %q is %d bytes long; Linux allows 15", name, len(name))
+	case name == "." || name == "..", strings.ContainsAny(name, "/: \t\n"):
+		return "", fmt.Errorf("interface %q is not a valid link name (no '/', ':' or spaces)", name)
+	}
+	return name, nil
+}
+
+func parseRules(args []string) (rules.Mode, rules.Backend, error) {
+	if len(args) == 0 || len(args) > 2 {
+		return "", "", fmt.Errorf("rules wants iptables [auto|legacy|nft], nftables or none, got %q", args)
+	}
+	switch mode := rules.Mode(args[0]); mode {
+	case rules.ModeIptables:
+		backend := rules.BackendAuto
+		if len(args) == 2 {
+			backend = rules.Backend(args[1])
+		}
+		switch backend {
+		case rules.BackendAuto, rules.BackendLegacy, rules.BackendNft:
+			return mode, backend, nil
+		}
+		return "", "", fmt.Errorf("rules iptables backend %q: want auto, legacy or nft", args[1])
+	case rules.ModeNftables, rules.ModeNone:
+		if len(args) == 2 {
+			return "", "", fmt.Errorf("rules %s takes no backend, got %q", mode, args[1])
+		}
+		return mode, "", nil
+	default:
+		return "", "", fmt.Errorf("rules %q: want iptables, nftables or none", args[0])
+	}
+}
+
+func parsePort(key string, args []string) (int, error) {
+	v, err := oneArg(key, args)
+	if err != nil {
+		return 0, err
+	}
+	p, err := strconv.Atoi(v)
+	if err != nil || p < 1 || p > 65535 {
+		return 0, fmt.Errorf("%s %q is not a port (1-65535)", key, v)
+	}
+	return p, nil
+}
+
+func parseSync(args []string) (time.Duration, error) {
+	v, err := oneArg("sync", args)
+	if err != nil {
+		return 0, err
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		if _, nerr := strconv.Atoi(v); nerr == nil {
+			return 0, fmt.Errorf("sync %q has no unit: write a duration such as %ss", v, v)
+		}
+		return 0, fmt.Errorf("sync %q is not a duration such as 10s", v)
+	}
+	if d < minSync {
+		return 0, fmt.Errorf("sync %q is below the minimum of %s", v, minSync)
+	}
+	return d, nil
+}
+
+func parseTeardown(args []string) (Teardown, error) {
+	v, err := oneArg("teardown", args)
+	if err != nil {
+		return "", err
+	}
+	switch t := Teardown(v); t {
+	case TeardownOn, TeardownOff, TeardownHandoff:
+		return t, nil
+	}
+	return "", fmt.Errorf("teardown %q: want on, off or handoff", v)
+}
+
+// UpstreamEnv is the kubelet's service environment variable holding the
+// ClusterIP of Service svc: upper-cased, '-' to '_', plus _SERVICE_HOST.
+func UpstreamEnv(svc string) string {
+	return strings.ToUpper(strings.ReplaceAll(svc, "-", "_")) + "_SERVICE_HOST"
+}
+
+// UpstreamIP reads the ClusterIP of Service svc from its environment variable.
+func UpstreamIP(svc string) (netip.Addr, error) {
+	env := UpstreamEnv(svc)
+	v, ok := os.LookupEnv(env)
+	if !ok || v == "" {
+		return netip.Addr{}, fmt.Errorf("upstreamsvc %q: %s is not set; kubelet sets it when Service %q exists in the pod's namespace before the pod starts", svc, env, svc)
+	}
+	ip, err := netip.ParseAddr(v)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("upstreamsvc %q: %s=%q is not an IP address", svc, env, v)
+	}
+	return ip, nil
+}
+
+// differ names the first setting in which a and b differ, with both values.
+func differ(a, b Config) (name, av, bv string) {
+	pairs := []struct{ name, a, b string }{
+		{"localip", fmt.Sprint(a.LocalIPs), fmt.Sprint(b.LocalIPs)},
+		{"interface", orNone(a.Interface), orNone(b.Interface)},
+		{"rules", string(a.Rules) + " " + string(a.Backend), string(b.Rules) + " " + string(b.Backend)},
+		{"upstreamsvc", a.UpstreamSvc, b.UpstreamSvc},
+		{"healthport", strconv.Itoa(a.HealthPort), strconv.Itoa(b.HealthPort)},
+		{"sync", a.Sync.String(), b.Sync.String()},
+		{"teardown", string(a.Teardown), string(b.Teardown)},
+	}
+	for _, p := range pairs {
+		if p.a != p.b {
+			return p.name, strconv.Quote(strings.TrimSpace(p.a)), strconv.Quote(strings.TrimSpace(p.b))
+		}
+	}
+	return "", "", ""
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
