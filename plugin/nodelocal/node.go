@@ -30,6 +30,8 @@ var (
 	applied *hostSpec
 	// exitHook registers the SIGQUIT teardown once per process.
 	exitHook sync.Once
+	// loops counts running reconcile loops; there is one per live instance.
+	loops atomic.Int32
 )
 
 // hostSpec is everything the plugin puts on the host.
@@ -95,8 +97,8 @@ func (n *node) spec() hostSpec {
 // start a failure removes whatever was added: never a half-installed node.
 // On a reload a failure leaves the node as the running instance has it.
 func (n *node) startup() error {
-	if len(n.s.cfg.LocalIPs) == 0 {
-		return fmt.Errorf("%s: no local IP: name one with localip, or bind one in the server block (%s)", pluginName, n.s.pos)
+	if n.s.bindErr != nil {
+		return fmt.Errorf("%s: %s: %w", pluginName, n.s.pos, n.s.bindErr)
 	}
 	procMu.Lock()
 	defer procMu.Unlock()
@@ -236,7 +238,20 @@ func (n *node) stopReconcile() error {
 	return nil
 }
 
+// signalStop ends the loop without waiting for it, for callers that hold
+// procMu, which the loop may be waiting for.
+func (n *node) signalStop() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopLoop != nil {
+		close(n.stopLoop)
+		n.stopLoop, n.loopDone = nil, nil
+	}
+}
+
 func (n *node) reconcileLoop(stop <-chan struct{}, done chan<- struct{}) {
+	loops.Add(1)
+	defer loops.Add(-1)
 	defer close(done)
 	t := time.NewTicker(n.s.cfg.Sync)
 	defer t.Stop()
@@ -245,11 +260,6 @@ func (n *node) reconcileLoop(stop <-chan struct{}, done chan<- struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
-		}
-		// An instance whose reload failed is dropped without a callback:
-		// its loop must not outlive it.
-		if !instanceAlive(n.s) {
-			return
 		}
 		n.reconcile()
 	}
@@ -296,6 +306,11 @@ func (n *node) resume() error {
 	defer n.mu.Unlock()
 	if n.torn || n.host == nil {
 		return nil
+	}
+	// The failed instance is dropped without a callback of its own: end
+	// its loop here, or it would outlive it.
+	if failed := active; failed != nil && failed != n {
+		failed.signalStop()
 	}
 	active = n
 	if _, err := n.transition(applied, n.spec()); err != nil {
@@ -350,19 +365,6 @@ func processExit() {
 	if err := n.teardown(); err != nil {
 		log.Error(err)
 	}
-}
-
-// instanceAlive reports whether a caddy instance still holds s.
-func instanceAlive(s *shared) bool {
-	for _, inst := range caddy.Instances() {
-		inst.StorageMu.RLock()
-		v := inst.Storage[sharedKey{}]
-		inst.StorageMu.RUnlock()
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func describe(hs hostSpec) string {

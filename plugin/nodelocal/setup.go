@@ -64,6 +64,7 @@ type shared struct {
 	cfg      Config
 	explicit bool   // cfg came from a block with settings, not a bare `nodelocal`
 	pos      string // file:line of the block cfg came from
+	bindErr  error  // why bare blocks found no local IPs in bind, until a block with settings comes
 	ports    []int  // DNS ports of every block that names the directive
 	node     *node
 }
@@ -71,26 +72,30 @@ type shared struct {
 type sharedKey struct{}
 
 func setup(c *caddy.Controller) error {
+	c.Next() // the directive name
+	pos := fmt.Sprintf("%s:%d", c.File(), c.Line())
 	cfg, explicit, err := parse(c)
 	if err != nil {
 		return plugin.Error(pluginName, err)
 	}
-	pos := fmt.Sprintf("%s:%d", c.File(), c.Line())
 
 	s, _ := c.Get(sharedKey{}).(*shared)
 	switch {
 	case s == nil:
 		s = &shared{cfg: cfg, explicit: explicit, pos: pos}
+		if !explicit {
+			s.cfg.LocalIPs, s.bindErr = localIPsFromBind(c)
+		}
 		s.node = newNode(s)
 		c.Set(sharedKey{}, s)
 		registerLifecycle(c, s.node)
 	case explicit && s.explicit:
 		if name, a, b := differ(s.cfg, cfg); name != "" {
-			return plugin.Error(pluginName, c.Errf("%s %s disagrees with %s %s at %s: every server block must use the same settings", name, b, name, a, s.pos))
+			return plugin.Error(pluginName, fmt.Errorf("%s - Error during parsing: %s %s disagrees with %s %s at %s: every server block must use the same settings", pos, name, b, name, a, s.pos))
 		}
 	case explicit:
-		// A block with settings wins over bare `nodelocal` lines that joined earlier.
-		s.cfg, s.explicit, s.pos = cfg, true, pos
+		// A block with settings wins over bare `nodelocal` lines that came first.
+		s.cfg, s.explicit, s.pos, s.bindErr = cfg, true, pos, nil
 	}
 
 	port, err := strconv.Atoi(dnsserver.GetConfig(c).Port)
@@ -108,12 +113,31 @@ func setup(c *caddy.Controller) error {
 	return nil
 }
 
-// parse reads one `nodelocal` directive. explicit is false for a bare
-// `nodelocal`, which joins the settings given in another server block (or,
-// if there are none, uses the defaults and the block's bind addresses).
+// localIPsFromBind takes the local IPs from the block's bind addresses, as
+// node-cache holds the addresses it binds. It is used when every server
+// block has a bare `nodelocal`.
+func localIPsFromBind(c *caddy.Controller) ([]netip.Addr, error) {
+	var hosts []string
+	for _, h := range dnsserver.GetConfig(c).ListenHosts {
+		if h != "" {
+			hosts = append(hosts, h)
+		}
+	}
+	if len(hosts) == 0 {
+		return nil, fmt.Errorf("no local IP: name them with localip, or bind them in the server block")
+	}
+	ips, err := parseLocalIPs(hosts)
+	if err != nil {
+		return nil, fmt.Errorf("local IPs taken from bind: %w", err)
+	}
+	return ips, nil
+}
+
+// parse reads the rest of one `nodelocal` directive. explicit is false for a
+// bare `nodelocal`, which joins the settings given in another server block
+// (or, if there are none, uses the defaults and the block's bind addresses).
 func parse(c *caddy.Controller) (cfg Config, explicit bool, err error) {
 	cfg = defaultConfig()
-	c.Next() // the directive name
 	if args := c.RemainingArgs(); len(args) > 0 {
 		return cfg, false, c.Errf("unexpected argument %q: settings go in a block", args[0])
 	}
@@ -148,21 +172,8 @@ func parse(c *caddy.Controller) (cfg Config, explicit bool, err error) {
 			return cfg, false, c.Errf("%v", err)
 		}
 	}
-	if len(cfg.LocalIPs) == 0 {
-		// node-cache binds the same addresses it holds: take them from bind.
-		var fromBind []string
-		for _, h := range dnsserver.GetConfig(c).ListenHosts {
-			if h != "" {
-				fromBind = append(fromBind, h)
-			}
-		}
-		if len(fromBind) > 0 {
-			if cfg.LocalIPs, err = parseLocalIPs(fromBind); err != nil {
-				return cfg, false, c.Errf("local IPs taken from bind: %v", err)
-			}
-		} else if explicit {
-			return cfg, false, c.Err("localip is required (or a bind directive in the same server block)")
-		}
+	if explicit && len(cfg.LocalIPs) == 0 {
+		return cfg, false, c.Err("localip is required in a block with settings")
 	}
 	if err := checkZones(cfg); err != nil {
 		return cfg, false, c.Errf("%v", err)

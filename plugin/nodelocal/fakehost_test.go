@@ -1,0 +1,136 @@
+package nodelocal
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/netif"
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
+)
+
+// fakeHost is an in-memory node: links with addresses and an up flag, and
+// the rule set per home. It records each change it makes, in order.
+type fakeHost struct {
+	mu    sync.Mutex
+	links map[string]*fakeLink
+	rules map[string]string // home (mode/backend) -> rendered spec
+	ops   []string          // "add link x", "add address a", "set rules", "remove rules", "remove address a", "remove link x"
+
+	failRules error // EnsureRules returns this when set
+}
+
+type fakeLink struct {
+	up    bool
+	addrs []netip.Addr
+}
+
+func newFakeHost() *fakeHost {
+	return &fakeHost{links: map[string]*fakeLink{}, rules: map[string]string{}}
+}
+
+func home(s rules.Spec) string { return string(s.Mode) + "/" + string(s.Backend) }
+
+func (f *fakeHost) EnsureLink(s netif.Spec) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var changes []string
+	l, ok := f.links[s.Name]
+	if !ok {
+		l = &fakeLink{}
+		f.links[s.Name] = l
+		f.ops = append(f.ops, "add link "+s.Name)
+		changes = append(changes, "link "+s.Name+" created")
+	}
+	if !l.up {
+		l.up = true
+		changes = append(changes, "link "+s.Name+" set up")
+	}
+	for _, a := range s.Addrs {
+		if !slices.Contains(l.addrs, a) {
+			l.addrs = append(l.addrs, a)
+			f.ops = append(f.ops, "add address "+a.String())
+			changes = append(changes, "address "+a.String()+" added")
+		}
+	}
+	return changes, nil
+}
+
+func (f *fakeHost) RemoveLink(s netif.Spec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l, ok := f.links[s.Name]
+	if !ok {
+		return nil
+	}
+	for _, a := range s.Addrs {
+		if i := slices.Index(l.addrs, a); i >= 0 {
+			l.addrs = slices.Delete(l.addrs, i, i+1)
+			f.ops = append(f.ops, "remove address "+a.String())
+		}
+	}
+	if len(l.addrs) == 0 {
+		delete(f.links, s.Name)
+		f.ops = append(f.ops, "remove link "+s.Name)
+	}
+	return nil
+}
+
+func (f *fakeHost) EnsureRules(s rules.Spec) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failRules != nil {
+		return nil, f.failRules
+	}
+	want := fmt.Sprint(s.LocalIPs, s.DNSPorts, s.HealthPort)
+	if f.rules[home(s)] == want {
+		return nil, nil
+	}
+	f.rules[home(s)] = want
+	f.ops = append(f.ops, "set rules "+home(s))
+	return []string{"rule set " + home(s) + " written"}, nil
+}
+
+func (f *fakeHost) RemoveRules(s rules.Spec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.rules[home(s)]; ok {
+		delete(f.rules, home(s))
+		f.ops = append(f.ops, "remove rules "+home(s))
+	}
+	return nil
+}
+
+// state describes the node as a user would inspect it: links, addresses, rules.
+func (f *fakeHost) state() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var parts []string
+	for name, l := range f.links {
+		addrs := slices.Clone(l.addrs)
+		slices.SortFunc(addrs, netip.Addr.Compare)
+		parts = append(parts, fmt.Sprintf("link %s up=%v %v", name, l.up, addrs))
+	}
+	for h, r := range f.rules {
+		parts = append(parts, "rules "+h+" "+r)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, "; ")
+}
+
+func (f *fakeHost) takeOps() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ops := f.ops
+	f.ops = nil
+	return ops
+}
+
+// tamper runs fn on the fake's state, as another program on the node would.
+func (f *fakeHost) tamper(fn func(links map[string]*fakeLink, rules map[string]string)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f.links, f.rules)
+}

@@ -1,0 +1,162 @@
+package nodelocal
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/core/dnsserver"
+
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
+)
+
+func TestParse(t *testing.T) {
+	t.Setenv("KUBE_DNS_UPSTREAM_SERVICE_HOST", "198.18.0.11")
+	tests := []struct {
+		input              string
+		failing            bool
+		expectedErrContent string // substring of the error, with the bad value quoted
+		check              func(Config) string
+	}{
+		// Full settings, IPv4 and IPv6 mixed.
+		{`nodelocal {
+			localip 169.254.20.10 198.18.0.10 2001:2::a
+			interface nodecache0
+			rules iptables legacy
+			upstreamsvc kube-dns-upstream
+			healthport 8081
+			sync 30s
+			teardown handoff
+		}`, false, "", func(c Config) string {
+			switch {
+			case len(c.LocalIPs) != 3 || c.LocalIPs[2] != netip.MustParseAddr("2001:2::a"):
+				return "localip"
+			case c.Interface != "nodecache0", c.Rules != rules.ModeIptables, c.Backend != rules.BackendLegacy:
+				return "interface or rules"
+			case c.Upstream != netip.MustParseAddr("198.18.0.11"), c.HealthPort != 8081, c.Sync != 30*time.Second, c.Teardown != TeardownHandoff:
+				return "upstream, healthport, sync or teardown"
+			}
+			return ""
+		}},
+		// Defaults; a comma list as node-cache's -localip writes it.
+		{`nodelocal {
+			localip 169.254.20.10,198.18.0.10
+		}`, false, "", func(c Config) string {
+			if len(c.LocalIPs) != 2 || c.Interface != "nodelocaldns" || c.Rules != rules.ModeIptables || c.Backend != rules.BackendAuto ||
+				c.HealthPort != 8080 || c.Sync != 10*time.Second || c.Teardown != TeardownOn || c.UpstreamSvc != "" {
+				return "defaults"
+			}
+			return ""
+		}},
+		{`nodelocal {
+			localip 169.254.20.10
+			interface none
+			rules nftables
+		}`, false, "", func(c Config) string {
+			if c.Interface != "" || c.Rules != rules.ModeNftables {
+				return "interface none / rules nftables"
+			}
+			return ""
+		}},
+		{`nodelocal {
+			localip fe80::a%nodelocaldns
+		}`, false, "", nil},
+		{`nodelocal {
+			localip ::ffff:169.254.20.10
+			rules none
+		}`, false, "", func(c Config) string {
+			if c.LocalIPs[0] != netip.MustParseAddr("169.254.20.10") || c.Rules != rules.ModeNone {
+				return "mapped address or rules none"
+			}
+			return ""
+		}},
+
+		// Errors name the setting and quote the value.
+		{"nodelocal {\nlocalip 169.254.20.300\n}", true, `localip "169.254.20.300" is not an IP address`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10 198.18.0.10 169.254.20.10\n}", true, `localip "169.254.20.10" is listed twice`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10 ::ffff:169.254.20.10\n}", true, `localip "::ffff:169.254.20.10" is listed twice`, nil},
+		{"nodelocal {\nlocalip 0.0.0.0\n}", true, `localip "0.0.0.0" cannot be held`, nil},
+		{"nodelocal {\nlocalip 127.0.0.1\n}", true, `localip "127.0.0.1" cannot be held`, nil},
+		{"nodelocal {\nlocalip fe80::a\n}", true, `localip "fe80::a" is IPv6 link-local: write it with the zone of its link, "fe80::a%nodelocaldns"`, nil},
+		{"nodelocal {\nlocalip fe80::a%eth0\n}", true, `zone of its link`, nil},
+		{"nodelocal {\nlocalip fe80::a\ninterface none\n}", true, `needs an interface`, nil},
+		{"nodelocal {\nlocalip 2001:2::a%eth0\n}", true, `a zone only makes sense on a link-local address`, nil},
+		{"nodelocal {\nlocalip\n}", true, `localip wants at least one IP address`, nil},
+		{"nodelocal {\ninterface nodelocaldns\n}", true, `localip is required in a block with settings`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\ninterface nodelocaldns-cache0\n}", true, `interface "nodelocaldns-cache0" is 19 bytes long; Linux allows 15`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\ninterface a/b\n}", true, `interface "a/b" is not a valid link name`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\ninterface a b\n}", true, `interface wants one value, got 2`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\nrules ipchains\n}", true, `rules "ipchains": want iptables, nftables or none`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\nrules iptables xt\n}", true, `rules iptables backend "xt"`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\nrules none legacy\n}", true, `rules none takes no backend, got "legacy"`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\nhealthport 0\n}", true, `healthport "0" is not a port`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\nhealthport 65536\n}", true, `healthport "65536" is not a port`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\nhealthport http\n}", true, `healthport "http" is not a port`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\nsync 500ms\n}", true, `sync "500ms" is below the minimum of 1s`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\nsync 60\n}", true, `sync "60" has no unit: write a duration such as 60s`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\nsync soon\n}", true, `sync "soon" is not a duration`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\nteardown maybe\n}", true, `teardown "maybe": want on, off or handoff`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\nfoo bar\n}", true, `unknown setting "foo"`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\nsync 10s\nsync 20s\n}", true, `sync given twice`, nil},
+		{"nodelocal 169.254.20.10", true, `unexpected argument "169.254.20.10"`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\nupstreamsvc kube-dns-missing\n}", true, `upstreamsvc "kube-dns-missing": KUBE_DNS_MISSING_SERVICE_HOST is not set`, nil},
+	}
+	for i, tc := range tests {
+		c := caddy.NewTestController("dns", tc.input)
+		c.Next()
+		cfg, _, err := parse(c)
+		if tc.failing {
+			if err == nil {
+				t.Errorf("Test %d: expected an error, got none for %q", i, tc.input)
+				continue
+			}
+			if !strings.Contains(err.Error(), tc.expectedErrContent) {
+				t.Errorf("Test %d: expected error containing %q, got %q", i, tc.expectedErrContent, err)
+			}
+			if !strings.Contains(err.Error(), "Testfile:") {
+				t.Errorf("Test %d: error does not name the file and line: %q", i, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("Test %d: unexpected error %v", i, err)
+			continue
+		}
+		if tc.check != nil {
+			if what := tc.check(cfg); what != "" {
+				t.Errorf("Test %d: wrong %s: %+v", i, what, cfg)
+			}
+		}
+	}
+}
+
+func TestUpstreamIP(t *testing.T) {
+	if got := UpstreamEnv("kube-dns-upstream"); got != "KUBE_DNS_UPSTREAM_SERVICE_HOST" {
+		t.Errorf("UpstreamEnv = %q", got)
+	}
+	t.Setenv("KUBE_DNS_UPSTREAM_SERVICE_HOST", "<nil>")
+	if _, err := UpstreamIP("kube-dns-upstream"); err == nil || !strings.Contains(err.Error(), `KUBE_DNS_UPSTREAM_SERVICE_HOST="<nil>" is not an IP address`) {
+		t.Errorf("Expected an error quoting the bad value, got %v", err)
+	}
+	t.Setenv("KUBE_DNS_UPSTREAM_SERVICE_HOST", "2001:2::11")
+	if ip, err := UpstreamIP("kube-dns-upstream"); err != nil || ip != netip.MustParseAddr("2001:2::11") {
+		t.Errorf("UpstreamIP = %v, %v", ip, err)
+	}
+}
+
+// TestLocalIPFromBind: when every block has a bare `nodelocal`, the local
+// IPs are the bind addresses, as node-cache holds the addresses it binds.
+func TestLocalIPFromBind(t *testing.T) {
+	c := caddy.NewTestController("dns", "nodelocal")
+	dnsserver.GetConfig(c).ListenHosts = []string{"169.254.20.10", "198.18.0.10"}
+	ips, err := localIPsFromBind(c)
+	if err != nil || len(ips) != 2 || ips[1] != netip.MustParseAddr("198.18.0.10") {
+		t.Errorf("Expected the bind addresses as local IPs, got %v, %v", ips, err)
+	}
+	dnsserver.GetConfig(c).ListenHosts = []string{""}
+	if _, err := localIPsFromBind(c); err == nil || !strings.Contains(err.Error(), "no local IP") {
+		t.Errorf("Expected an error without bind, got %v", err)
+	}
+}
