@@ -62,9 +62,9 @@ func parse(data []byte, file string) ([]entry, error) {
 // blank imports that register each plugin), gofmt-ed.
 func render(plugins []entry) (map[string][]byte, error) {
 	var d bytes.Buffer
-	d.WriteString(header + "package main\n\n")
-	d.WriteString("// directives lists the build's plugins in execution order, as plugin.cfg does.\n")
-	d.WriteString("var directives = []string{\n")
+	d.WriteString(header + "package plugins\n\n")
+	d.WriteString("// Directives lists the build's plugins in execution order, as plugin.cfg does.\n")
+	d.WriteString("var Directives = []string{\n")
 	for _, p := range plugins {
 		fmt.Fprintf(&d, "\t%q,\n", p.name)
 	}
@@ -84,7 +84,7 @@ func render(plugins []entry) (map[string][]byte, error) {
 	other = slices.Compact(other)
 
 	var i bytes.Buffer
-	i.WriteString(header + "package main\n\nimport (\n")
+	i.WriteString(header + "package plugins\n\nimport (\n")
 	for _, p := range core {
 		fmt.Fprintf(&i, "\t_ %q\n", p)
 	}

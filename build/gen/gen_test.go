@@ -16,12 +16,12 @@ func TestGeneratedFilesMatchPluginCfg(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, want := range files {
-		got, err := os.ReadFile(filepath.Join("../../cmd/coredns", name))
+		got, err := os.ReadFile(filepath.Join("../plugins", name))
 		if err != nil {
 			t.Fatalf("Generated file missing, run make generate: %v", err)
 		}
 		if !bytes.Equal(got, want) {
-			t.Errorf("cmd/coredns/%s disagrees with plugin.cfg: run make generate", name)
+			t.Errorf("build/plugins/%s disagrees with plugin.cfg: run make generate", name)
 		}
 	}
 }

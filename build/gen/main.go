@@ -1,9 +1,9 @@
 // Command gen turns plugin.cfg into the custom CoreDNS build's directive list
-// and plugin imports (cmd/coredns/zdirectives.go and cmd/coredns/zplugin.go).
+// and plugin imports (build/plugins/zdirectives.go and build/plugins/zplugin.go).
 //
-// It is run by `go generate ./cmd/coredns` (and `make generate`). Unlike
-// CoreDNS's own directives_generate.go it writes both lists into the build's
-// main package, so the build never imports github.com/coredns/coredns/core/plugin
+// It is run by `go generate ./build/plugins` (and `make generate`). Unlike
+// CoreDNS's own directives_generate.go it writes both lists into one package
+// of this project, so the build never imports github.com/coredns/coredns/core/plugin
 // (which pulls in every stock plugin and their cloud SDKs).
 package main
 
@@ -17,7 +17,7 @@ import (
 
 func main() {
 	cfg := flag.String("cfg", "plugin.cfg", "plugin list to read")
-	out := flag.String("out", ".", "directory of the build's main package")
+	out := flag.String("out", ".", "directory of the generated package")
 	flag.Parse()
 
 	files, err := generateFromFile(*cfg)

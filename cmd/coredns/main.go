@@ -3,18 +3,17 @@
 // plugin compiled in.
 package main
 
-//go:generate go run ../../build/gen -cfg ../../plugin.cfg -out .
-
 import (
 	"log"
 
-	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/coremain"
+
+	"github.com/nodelocaldns/nodelocaldns/build/plugins"
 )
 
 func main() {
-	if err := dnsserver.SetDirectives(directives); err != nil {
-		log.Fatalf("plugin list: %v", err)
+	if err := plugins.Use(); err != nil {
+		log.Fatal(err)
 	}
 	coremain.Run()
 }
