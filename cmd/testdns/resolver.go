@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 )
@@ -45,6 +46,7 @@ func newLookuper(cfg Config) (lookuper, error) {
 type goLookuper struct {
 	r       *net.Resolver
 	network string // "ip4", "ip6" or "ip" for LookupIP
+	server  string // -server, to name it in errors
 }
 
 // newGoLookuper returns a pure-Go resolver of its own: net.Resolver
@@ -67,7 +69,7 @@ func newGoLookuper(cfg Config) *goLookuper {
 			return dialer.DialContext(ctx, network, address)
 		}
 	}
-	return &goLookuper{r: r, network: lookupNetwork(cfg.Type)}
+	return &goLookuper{r: r, network: lookupNetwork(cfg.Type), server: cfg.Server}
 }
 
 // lookupNetwork maps -type to the network argument of LookupIP.
@@ -84,5 +86,10 @@ func lookupNetwork(t string) string {
 
 func (g *goLookuper) lookup(ctx context.Context, host string) error {
 	_, err := g.r.LookupIP(ctx, g.network, host)
+	var dnsErr *net.DNSError
+	if g.server != "" && errors.As(err, &dnsErr) && dnsErr.Server != "" {
+		// The resolver names resolv.conf's nameserver; the query went to -server.
+		dnsErr.Server = g.server
+	}
 	return err
 }
