@@ -37,7 +37,11 @@ type Summary struct {
 	// Aborted counts lookups cut short by an interrupt ("aborted"); they
 	// are not in Requests.
 	Aborted uint64 `json:"aborted"`
-	// LookupsPerS is Requests divided by DurationS ("lookups_per_s").
+	// WindowS is the time in seconds during which lookups were started
+	// ("window_s"): -d, or less if the run was interrupted.
+	WindowS float64 `json:"window_s"`
+	// LookupsPerS is Requests divided by WindowS ("lookups_per_s"), so the
+	// stragglers that finish after -d do not dilute the rate.
 	LookupsPerS float64 `json:"lookups_per_s"`
 	// LimitMS is the -l limit in milliseconds ("limit_ms").
 	LimitMS float64 `json:"limit_ms"`
@@ -163,8 +167,10 @@ func newSummary(cfg Config, st *workerStats, started time.Time, elapsed time.Dur
 			s.ErrorExamples[ErrorKind(k).String()] = st.examples[k]
 		}
 	}
-	if elapsed > 0 {
-		s.LookupsPerS = float64(s.Requests) / elapsed.Seconds()
+	window := min(elapsed, cfg.Duration)
+	s.WindowS = window.Seconds()
+	if window > 0 {
+		s.LookupsPerS = float64(s.Requests) / window.Seconds()
 	}
 	for i, name := range cfg.Hosts {
 		hs := st.hosts[i]

@@ -133,7 +133,7 @@ func TestSummaryJSON(t *testing.T) {
 		t.Fatalf("Summary JSON does not parse: %v\n%s", err, buf.String())
 	}
 	for _, key := range []string{"started", "duration_s", "interrupted", "config", "requests", "errors", "aborted",
-		"lookups_per_s", "limit_ms", "at_or_above_limit", "latency", "error_kinds", "error_examples", "hosts", "histogram"} {
+		"window_s", "lookups_per_s", "limit_ms", "at_or_above_limit", "latency", "error_kinds", "error_examples", "hosts", "histogram"} {
 		if _, ok := got[key]; !ok {
 			t.Errorf("JSON summary lacks %q", key)
 		}
