@@ -10,11 +10,39 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 TEST_DEPS   := iptables:iptables iptables-legacy:iptables ip:iproute2 dig:dnsutils conntrack:conntrack
 LAB_DEPS    := $(TEST_DEPS) dnsperf:dnsperf
 
-.PHONY: all build generate test test-unit vet lint clean deps demo bench image
+.PHONY: all build lab-bins generate test test-unit vet lint clean deps demo bench image
 
 all: build
 
 build: $(BIN)/coredns
+
+# The lab's programs: the load tool with cgo (glibc resolver), the delaying
+# upstream proxy, the lab command.
+LAB_BINS    := $(BIN)/testdns $(BIN)/dnsdelay $(BIN)/nodelab
+DEMO_C      ?= 200
+DEMO_D      ?= 20
+lab-bins: $(LAB_BINS)
+
+$(BIN)/testdns: $(wildcard cmd/testdns/*.go) go.mod go.sum
+	@mkdir -p $(BIN)
+	CGO_ENABLED=1 $(GO) build -trimpath -o $@ ./cmd/testdns
+
+$(BIN)/dnsdelay: $(wildcard cmd/dnsdelay/*.go) go.mod go.sum
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./cmd/dnsdelay
+
+$(BIN)/nodelab: $(wildcard cmd/nodelab/*.go test/lab/*.go) go.mod go.sum
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./cmd/nodelab
+
+# demo: the experiment of the README — DEMO_C concurrent glibc lookups for
+# DEMO_D seconds from a pod, through kube-proxy's DNAT and then through the
+# node cache, side by side. Root only (network namespaces).
+demo:
+	@if [ "$$(id -u)" -ne 0 ]; then echo "make demo: the node lab needs root (it makes network namespaces, veth links and iptables rules, inside its own namespaces only): run sudo make demo" >&2; exit 1; fi
+	@build/ensure-deps.sh $(LAB_DEPS)
+	@$(MAKE) --no-print-directory build lab-bins
+	$(BIN)/nodelab demo -root . -c $(DEMO_C) -d $(DEMO_D)s
 
 $(BIN)/coredns: $(shell find . -name '*.go' -not -path './deploy/*' 2>/dev/null) go.mod go.sum plugin.cfg
 	@mkdir -p $(BIN)
@@ -32,7 +60,7 @@ deps:
 vet:
 	$(GO) vet ./...
 
-test: deps vet build
+test: deps vet build lab-bins
 	$(GO) test -race -count=1 -timeout 40m ./...
 
 # test-unit skips the package set-up and the binary: quick feedback.

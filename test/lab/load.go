@@ -1,0 +1,135 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Load is what a testdns run in a pod measured (a subset of its -json).
+type Load struct {
+	Requests       uint64  `json:"requests"`
+	Errors         uint64  `json:"errors"`
+	LookupsPerS    float64 `json:"lookups_per_s"`
+	AtOrAboveLimit uint64  `json:"at_or_above_limit"`
+	Latency        struct {
+		MinMS float64 `json:"min_ms"`
+		AvgMS float64 `json:"avg_ms"`
+		P99MS float64 `json:"p99_ms"`
+		MaxMS float64 `json:"max_ms"`
+	} `json:"latency"`
+	ErrorExamples map[string]string `json:"error_examples"`
+}
+
+// LoadSpec is one testdns run.
+type LoadSpec struct {
+	Pod         string        // namespace
+	Resolver    string        // "system" (glibc) or "go"
+	Concurrency int           // -c
+	Duration    time.Duration // -d
+	Hosts       []string      // -host
+	CPU         string        // taskset CPU list, "" for none
+	Extra       []string      // more flags
+}
+
+// RunLoad runs bin/testdns inside the pod and returns its summary.
+func (l *Lab) RunLoad(ctx context.Context, s LoadSpec) (*Load, error) {
+	out := filepath.Join(l.Dir, fmt.Sprintf("testdns-%d.json", time.Now().UnixNano()))
+	args := []string{"netns", "exec", s.Pod}
+	if s.CPU != "" {
+		args = append(args, "taskset", "-c", s.CPU)
+	}
+	args = append(args, l.Bin("testdns"), "-resolver", s.Resolver, "-c", strconv.Itoa(s.Concurrency),
+		"-d", s.Duration.String(), "-l", "5000", "-q", "-json", out)
+	for _, h := range s.Hosts {
+		args = append(args, "-host", h)
+	}
+	args = append(args, s.Extra...)
+	// Bounded: the run's duration plus testdns's own 10 s lookup timeout.
+	ctx, cancel := context.WithTimeout(ctx, s.Duration+30*time.Second)
+	defer cancel()
+	if _, err := run(ctx, "ip", args...); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		return nil, err
+	}
+	var ld Load
+	if err := json.Unmarshal(b, &ld); err != nil {
+		return nil, fmt.Errorf("testdns summary %s: %w", out, err)
+	}
+	return &ld, nil
+}
+
+// FlushConntrack empties the node namespace's conntrack table (the lab's
+// own namespace; the host's table is a different one).
+func (l *Lab) FlushConntrack(ctx context.Context) error {
+	_, err := nsRun(ctx, l.Node, "conntrack", "-F")
+	return err
+}
+
+// PodDNSFlows counts the conntrack entries in the node namespace of DNS
+// traffic (UDP and TCP, original destination port 53) from the pods.
+func (l *Lab) PodDNSFlows(ctx context.Context) (int, error) {
+	n := 0
+	for _, src := range []string{"198.18.1.2", "198.18.3.2"} {
+		for _, proto := range []string{"udp", "tcp"} {
+			out, err := nsRun(ctx, l.Node, "conntrack", "-L", "-p", proto, "-s", src, "--dport", "53")
+			if err != nil {
+				return 0, err
+			}
+			for _, line := range strings.Split(out, "\n") {
+				if strings.HasPrefix(line, proto) {
+					n++
+				}
+			}
+		}
+	}
+	return n, nil
+}
+
+// UpstreamQueries sums the DNS requests the upstream CoreDNS pods counted
+// (coredns_dns_requests_total of the cluster.local server), fetched inside
+// each DNS pod.
+func (l *Lab) UpstreamQueries() (float64, error) {
+	var total float64
+	for _, ns := range []string{l.DNS1, l.DNS2} {
+		body, err := HTTPGet(ns, upstreamMetric, "/metrics")
+		if err != nil {
+			return 0, err
+		}
+		total += SumMetric(body, "coredns_dns_requests_total", fmt.Sprintf(`server="dns://127.0.0.1:%d"`, upstreamPort))
+	}
+	return total, nil
+}
+
+// SumMetric adds up the samples of a prometheus metric whose label set
+// contains every one of the given label matchers (written `name="value"`).
+func SumMetric(body, name string, labels ...string) float64 {
+	var sum float64
+	for _, line := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		ok := true
+		for _, lb := range labels {
+			if !strings.Contains(line, lb) {
+				ok = false
+			}
+		}
+		if !ok {
+			continue
+		}
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}

@@ -1,0 +1,157 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// netnsRun is where `ip netns add` keeps its namespace handles.
+const netnsRun = "/var/run/netns"
+
+// netnsEtc is where `ip netns exec` finds the per-namespace files it
+// bind-mounts over /etc (resolv.conf).
+const netnsEtc = "/etc/netns"
+
+// run runs a command and returns its combined output, naming the command in
+// the error.
+func run(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
+// nsRun runs a command inside network namespace ns.
+func nsRun(ctx context.Context, ns string, name string, args ...string) (string, error) {
+	return run(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
+}
+
+// nsRunInput is nsRun with stdin.
+func nsRunInput(ctx context.Context, ns, input string, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	cmd.Stdin = strings.NewReader(input)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("in %s: %s %s: %w: %s", ns, name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
+// InNetns runs fn on an OS thread switched into network namespace ns.
+// Sockets fn opens stay in ns; fn must not start goroutines that open
+// sockets (they would run on other threads, in the caller's namespace).
+func InNetns(ns string, fn func() error) error {
+	runtime.LockOSThread()
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("open own network namespace: %w", err)
+	}
+	defer orig.Close()
+	target, err := os.Open(filepath.Join(netnsRun, ns))
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("open network namespace %s: %w", ns, err)
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter network namespace %s: %w", ns, err)
+	}
+	ferr := fn()
+	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+		// Keep the thread locked: it dies with the goroutine instead of
+		// serving others in the wrong namespace.
+		return fmt.Errorf("return from network namespace %s: %w", ns, err)
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+// Leftovers lists namespaces and /etc/netns directories whose names start
+// with prefix: what an earlier run left behind.
+func Leftovers(prefix string) []string {
+	var found []string
+	for _, dir := range []string{netnsRun, netnsEtc} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), prefix) {
+				found = append(found, filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	return found
+}
+
+// Clean removes every namespace and /etc/netns directory whose name starts
+// with prefix, first stopping the processes still running in them (by PID,
+// as `ip netns pids` lists them): SIGTERM, then SIGKILL after grace.
+func Clean(prefix string, grace time.Duration, logf func(string, ...any)) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	entries, _ := os.ReadDir(netnsRun)
+	var nss []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			nss = append(nss, e.Name())
+		}
+	}
+	var pids []int
+	for _, ns := range nss {
+		out, _ := run(ctx, "ip", "netns", "pids", ns)
+		for _, f := range strings.Fields(out) {
+			var pid int
+			if _, err := fmt.Sscan(f, &pid); err == nil && pid > 1 && pid != os.Getpid() {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	for _, pid := range pids {
+		logf("stopping leftover process %d", pid)
+		syscall.Kill(pid, syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(grace)
+	for _, pid := range pids {
+		for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if syscall.Kill(pid, 0) == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	var errs []string
+	for _, ns := range nss {
+		logf("removing network namespace %s", ns)
+		if _, err := run(ctx, "ip", "netns", "del", ns); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	etc, _ := os.ReadDir(netnsEtc)
+	for _, e := range etc {
+		if strings.HasPrefix(e.Name(), prefix) {
+			logf("removing %s", filepath.Join(netnsEtc, e.Name()))
+			if err := os.RemoveAll(filepath.Join(netnsEtc, e.Name())); err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("clean %s*: %s", prefix, strings.Join(errs, "; "))
+	}
+	return nil
+}

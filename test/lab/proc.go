@@ -1,0 +1,169 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Proc is a process the lab started inside a namespace.
+type Proc struct {
+	Name string
+	Log  string // file holding its stdout and stderr
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // exit status, valid once done is closed
+}
+
+// Start runs bin with args inside namespace ns, pinned to the server CPU
+// when one is configured, with its output in a log file of the run
+// directory. `ip netns exec` and taskset exec the program, so the PID is the
+// program's own. The process gets its own process group: Ctrl-C reaches only
+// the lab, which then stops it in order.
+func (l *Lab) Start(ctx context.Context, ns, name string, env []string, bin string, args ...string) (*Proc, error) {
+	p, err := l.start(ns, name, env, bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	l.procs = append(l.procs, p)
+	return p, nil
+}
+
+func (l *Lab) start(ns, name string, env []string, bin string, args ...string) (*Proc, error) {
+	argv := []string{"netns", "exec", ns}
+	if l.cfg.ServerCPU != "" {
+		argv = append(argv, "taskset", "-c", l.cfg.ServerCPU)
+	}
+	argv = append(argv, bin)
+	argv = append(argv, args...)
+	logPath := filepath.Join(l.Dir, name+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("ip", argv...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s in %s: %w", name, ns, err)
+	}
+	p := &Proc{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	l.cfg.Logf("started %s (pid %d) in %s", name, cmd.Process.Pid, ns)
+	return p, nil
+}
+
+// PID is the process id.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
+// Exited reports whether the process has ended.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Wait waits at most d for the process to end and reports whether it did.
+func (p *Proc) Wait(d time.Duration) bool {
+	select {
+	case <-p.done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// Stop sends SIGTERM and, if the process has not ended after grace, SIGKILL.
+func (p *Proc) Stop(grace time.Duration) error {
+	if p.Exited() {
+		return nil
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if p.Wait(grace) {
+		return nil
+	}
+	p.cmd.Process.Kill()
+	if p.Wait(5 * time.Second) {
+		return fmt.Errorf("%s (pid %d) ignored SIGTERM for %v and was killed", p.Name, p.PID(), grace)
+	}
+	return fmt.Errorf("%s (pid %d) does not end", p.Name, p.PID())
+}
+
+// Tail returns the last n lines of the process's log.
+func (p *Proc) Tail(n int) string {
+	b, _ := os.ReadFile(p.Log)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Query asks server (port 53) for name and type from inside namespace ns,
+// with a 2 s timeout, over UDP or TCP. A reply with any rcode is returned;
+// only a transport failure is an error.
+func Query(ns, server, name, qtype string, tcp bool) (*dns.Msg, error) {
+	t, ok := dns.StringToType[strings.ToUpper(qtype)]
+	if !ok {
+		return nil, fmt.Errorf("unknown query type %q", qtype)
+	}
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), t)
+	c := &dns.Client{Timeout: 2 * time.Second}
+	if tcp {
+		c.Net = "tcp"
+	}
+	var resp *dns.Msg
+	err := InNetns(ns, func() error {
+		var err error
+		resp, _, err = c.Exchange(m, server+":53")
+		return err
+	})
+	return resp, err
+}
+
+// HTTPGet fetches http://addr/path from inside namespace ns (for metrics).
+func HTTPGet(ns, addr, path string) (string, error) {
+	var body string
+	err := InNetns(ns, func() error {
+		conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr)
+		b, err := io.ReadAll(conn)
+		if err != nil {
+			return err
+		}
+		head, rest, ok := strings.Cut(string(b), "\r\n\r\n")
+		if !ok || !strings.Contains(strings.SplitN(head, "\r\n", 2)[0], " 200 ") {
+			return fmt.Errorf("GET http://%s%s: %s", addr, path, strings.SplitN(head, "\r\n", 2)[0])
+		}
+		body = rest
+		return nil
+	})
+	return body, err
+}
