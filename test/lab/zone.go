@@ -15,8 +15,8 @@ const (
 	BridgeIP       = "198.18.2.1" // the node on the DNS pods' bridge
 	DNS1IP         = "198.18.2.2"
 	DNS2IP         = "198.18.2.3"
-	StubIP         = "198.18.2.53"  // second address of dns1: the stub domain's server
-	OutsideIP      = "198.18.2.100" // the "internet" resolver the node's resolv.conf names
+	StubIP         = "198.18.2.53"   // second address of dns1: the stub domain's server
+	OutsideIP      = "198.18.2.100"  // the "internet" resolver the node's resolv.conf names
 	clusterCIDR    = "198.18.0.0/22" // pods and DNS pods; traffic from elsewhere is masqueraded
 	upstreamPort   = 5300            // the upstream CoreDNS behind its delaying proxy
 	nxdomainPort   = 5301            // the upstream CoreDNS's catch-all NXDOMAIN server
