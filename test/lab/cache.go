@@ -79,15 +79,19 @@ func (l *Lab) StartCache(ctx context.Context, setup HostSetup) (*Cache, error) {
 
 // HasHostBackends reports whether bin/coredns was built with the nodelocal
 // plugin's real host backends: the stub they replace carries errNoBackends.
-func (l *Lab) HasHostBackends() bool {
-	b, err := os.ReadFile(l.Bin("coredns"))
+func (l *Lab) HasHostBackends() bool { return HasHostBackends(l.Bin("coredns")) }
+
+// HasHostBackends reports whether the coredns binary at path has the
+// nodelocal plugin's real host backends.
+func HasHostBackends(path string) bool {
+	b, err := os.ReadFile(path)
 	return err == nil && !bytes.Contains(b, []byte(errNoBackends))
 }
 
 func (l *Lab) startCache(ctx context.Context, corefile string, setup HostSetup) (*Cache, error) {
 	if setup == HostLab {
 		corefile = withoutNodelocal(corefile)
-		if err := l.labHostSetup(ctx, true); err != nil {
+		if err := l.labLink(ctx, true); err != nil {
 			return nil, err
 		}
 	}
@@ -116,9 +120,19 @@ func (l *Lab) startCache(ctx context.Context, corefile string, setup HostSetup) 
 	if err != nil {
 		p.Stop(10 * time.Second)
 		if setup == HostLab {
-			l.labHostSetup(ctx, false)
+			l.labLink(ctx, false)
 		}
 		return nil, fmt.Errorf("node cache (%s setup) did not come up: %w; its log:\n%s", setup, err, p.Tail(15))
+	}
+	if setup == HostLab {
+		// The rules come once the cache answers, so pods switch from the
+		// kube-proxy path to a listening cache without a refused query.
+		if err := l.labRules(ctx, true); err != nil {
+			p.Stop(10 * time.Second)
+			l.labRules(ctx, false)
+			l.labLink(ctx, false)
+			return nil, err
+		}
 	}
 	l.cfg.Logf("node cache up (pid %d, host set up by %s)", p.PID(), setup)
 	return c, nil
@@ -132,13 +146,17 @@ func (c *Cache) Stop() error {
 		c.lab.cache = nil
 	}
 	c.lab.mu.Unlock()
-	err := c.Proc.Stop(20 * time.Second)
-	if c.Setup == HostLab {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		err = errors.Join(err, c.lab.labHostSetup(ctx, false))
+	if c.Setup != HostLab {
+		return c.Proc.Stop(20 * time.Second)
 	}
-	return err
+	// As the plugin's final shutdown does while health's lameduck keeps the
+	// cache answering: rules first, so traffic falls back to kube-proxy at
+	// once, then the addresses; then the process ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := c.lab.labRules(ctx, false)
+	err = errors.Join(err, c.Proc.Stop(20*time.Second))
+	return errors.Join(err, c.lab.labLink(ctx, false))
 }
 
 // Signal sends sig to the cache process.
@@ -152,13 +170,33 @@ var nodelocalBlock = regexp.MustCompile(`(?m)^[ \t]*nodelocal\b[^\n{]*(\{[^}]*\}
 // withoutNodelocal takes the nodelocal directive out of a Corefile.
 func withoutNodelocal(corefile string) string { return nodelocalBlock.ReplaceAllString(corefile, "") }
 
-// labHostSetup adds (or removes) what the nodelocal plugin would: a
-// port-less bridge "nodelocaldns" holding the local IPs, and node-cache's
-// NOTRACK and ACCEPT rules, inserted at the top of the built-in chains.
-func (l *Lab) labHostSetup(ctx context.Context, add bool) error {
-	ips := []string{LocalIP, KubeDNSIP}
+// labLink adds (or removes) a port-less bridge "nodelocaldns" holding the
+// local IPs, as the nodelocal plugin does on kernels without dummy.
+func (l *Lab) labLink(ctx context.Context, add bool) error {
+	if !add {
+		if _, err := nsRun(ctx, l.Node, "ip", "link", "del", "nodelocaldns"); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+			return err
+		}
+		return nil
+	}
+	steps := [][]string{{"ip", "link", "add", "nodelocaldns", "type", "bridge"}}
+	for _, ip := range []string{LocalIP, KubeDNSIP} {
+		steps = append(steps, []string{"ip", "addr", "add", ip + "/32", "dev", "nodelocaldns"})
+	}
+	steps = append(steps, []string{"ip", "link", "set", "nodelocaldns", "up"})
+	for _, s := range steps {
+		if _, err := nsRun(ctx, l.Node, s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// labRules adds (or removes) node-cache's NOTRACK and ACCEPT rules, at the
+// top of the built-in chains as node-cache inserts them.
+func (l *Lab) labRules(ctx context.Context, add bool) error {
 	var rules [][]string
-	for _, ip := range ips {
+	for _, ip := range []string{LocalIP, KubeDNSIP} {
 		for _, proto := range []string{"udp", "tcp"} {
 			rules = append(rules,
 				[]string{"raw", "PREROUTING", "-p", proto, "-d", ip, "--dport", "53", "-j", "NOTRACK"},
@@ -174,34 +212,21 @@ func (l *Lab) labHostSetup(ctx context.Context, add bool) error {
 		)
 	}
 	comment := []string{"-m", "comment", "--comment", "nodelocaldns lab stand-in"}
-	var errs []error
+	op := "-I"
 	if !add {
-		// Rules first, so traffic falls back to kube-proxy at once.
-		for _, r := range rules {
-			args := append(append([]string{"-w", "5", "-t", r[0], "-D", r[1]}, r[2:len(r)-2]...), append(comment, r[len(r)-2:]...)...)
+		op = "-D"
+	}
+	for _, r := range rules {
+		args := append(append([]string{"-w", "5", "-t", r[0], op, r[1]}, r[2:len(r)-2]...), append(comment, r[len(r)-2:]...)...)
+		if !add {
+			// Every copy, in case one was added twice.
 			for i := 0; i < 5; i++ {
 				if _, err := nsRun(ctx, l.Node, "iptables", args...); err != nil {
 					break
 				}
 			}
+			continue
 		}
-		if _, err := nsRun(ctx, l.Node, "ip", "link", "del", "nodelocaldns"); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
-			errs = append(errs, err)
-		}
-		return errors.Join(errs...)
-	}
-	steps := [][]string{{"ip", "link", "add", "nodelocaldns", "type", "bridge"}}
-	for _, ip := range ips {
-		steps = append(steps, []string{"ip", "addr", "add", ip + "/32", "dev", "nodelocaldns"})
-	}
-	steps = append(steps, []string{"ip", "link", "set", "nodelocaldns", "up"})
-	for _, s := range steps {
-		if _, err := nsRun(ctx, l.Node, s[0], s[1:]...); err != nil {
-			return err
-		}
-	}
-	for _, r := range rules {
-		args := append(append([]string{"-w", "5", "-t", r[0], "-I", r[1]}, r[2:len(r)-2]...), append(comment, r[len(r)-2:]...)...)
 		if _, err := nsRun(ctx, l.Node, "iptables", args...); err != nil {
 			return err
 		}

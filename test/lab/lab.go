@@ -339,3 +339,30 @@ func (l *Lab) Close() error {
 	l.etc = nil
 	return errors.Join(errs...)
 }
+
+// StopUpstreams stops the upstream DNS pods' servers (proxies and CoreDNS),
+// as if every CoreDNS pod were gone.
+func (l *Lab) StopUpstreams() error {
+	var errs []error
+	for _, p := range l.procs {
+		if strings.HasSuffix(p.Name, l.DNS1) || strings.HasSuffix(p.Name, l.DNS2) {
+			errs = append(errs, p.Stop(5*time.Second))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// NodeRun runs a command in the node namespace.
+func (l *Lab) NodeRun(ctx context.Context, name string, args ...string) (string, error) {
+	return nsRun(ctx, l.Node, name, args...)
+}
+
+// NodeRunInput runs a command with stdin in the node namespace.
+func (l *Lab) NodeRunInput(ctx context.Context, input, name string, args ...string) (string, error) {
+	return nsRunInput(ctx, l.Node, input, name, args...)
+}
+
+// PodRun runs a command in a pod's namespace (its resolv.conf applies).
+func PodRun(ctx context.Context, pod, name string, args ...string) (string, error) {
+	return nsRun(ctx, pod, name, args...)
+}

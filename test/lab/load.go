@@ -133,3 +133,34 @@ func SumMetric(body, name string, labels ...string) float64 {
 	}
 	return sum
 }
+
+// UDPRcvbufErrors sums UdpRcvbufErrors (datagrams dropped because a
+// socket's receive buffer was full) of the given namespaces.
+func (l *Lab) UDPRcvbufErrors(ctx context.Context, nss ...string) (uint64, error) {
+	var total uint64
+	for _, ns := range nss {
+		out, err := nsRun(ctx, ns, "cat", "/proc/net/snmp")
+		if err != nil {
+			return 0, err
+		}
+		var names []string
+		for _, line := range strings.Split(out, "\n") {
+			if !strings.HasPrefix(line, "Udp: ") {
+				continue
+			}
+			f := strings.Fields(line)[1:]
+			if names == nil {
+				names = f
+				continue
+			}
+			for i, n := range names {
+				if n == "RcvbufErrors" && i < len(f) {
+					v, _ := strconv.ParseUint(f[i], 10, 64)
+					total += v
+				}
+			}
+			break
+		}
+	}
+	return total, nil
+}
