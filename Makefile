@@ -39,6 +39,11 @@ test: deps vet build
 test-unit:
 	$(GO) test -count=1 ./...
 
+# image builds the container image with docker, podman or buildah, and says
+# clearly when no engine is there.
+image:
+	build/image/build.sh
+
 lint: vet
 	$(GO) run $(STATICCHECK) ./...
 
