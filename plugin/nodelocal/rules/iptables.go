@@ -185,9 +185,11 @@ func (m *Manager) ensureFamily(f family, b Backend, want []Table) ([]string, err
 				jumps = append(jumps, insertJump(c))
 				changes = append(changes, fmt.Sprintf("jump %s -> %s added in %s", c.Builtin, c.Name, where))
 			case n > 1:
-				for range n - 1 {
+				// -D takes the first match: drop them all, put one back on top.
+				for range n {
 					jumps = append(jumps, "-D"+strings.TrimPrefix(c.Jump(), "-A"))
 				}
+				jumps = append(jumps, insertJump(c))
 				changes = append(changes, fmt.Sprintf("jump %s -> %s duplicates removed in %s (%d)", c.Builtin, c.Name, where, n-1))
 			}
 		}
