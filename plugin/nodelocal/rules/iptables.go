@@ -440,6 +440,9 @@ func (m *Manager) run(stdin, name string, args ...string) (string, error) {
 	if errors.As(err, &ee) && ee.ExitCode() == 4 && (msg == "" || strings.Contains(msg, "lock")) || strings.Contains(msg, "holding the xtables lock") {
 		return "", fmt.Errorf("%w: %s: %s", ErrLocked, name, msg)
 	}
+	if strings.Contains(msg, "Permission denied") || strings.Contains(msg, "Operation not permitted") {
+		return "", fmt.Errorf("%s: operation not permitted: need CAP_NET_ADMIN: %s", name, msg)
+	}
 	if errors.Is(err, exec.ErrNotFound) {
 		return "", fmt.Errorf("%s not found in PATH: install the iptables package", name)
 	}
