@@ -1,14 +1,12 @@
 package nodelocal
 
 import (
-	"errors"
-
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/netif"
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 )
 
 // systemHost is the real Host: netlink for the link, iptables-restore for
-// the rules.
+// the rules (or netlink, in nftables mode).
 type systemHost struct {
 	link  *netif.Manager
 	rules *rules.Manager
@@ -18,13 +16,8 @@ type systemHost struct {
 // need is missing, naming it, so the start fails before anything changes.
 func newSystemHost(cfg Config) (Host, error) {
 	spec := rules.Spec{Mode: cfg.Rules, Backend: cfg.Backend, LocalIPs: cfg.LocalIPs}
-	switch cfg.Rules {
-	case rules.ModeNftables:
-		return nil, errors.New("rules nftables: not implemented yet; use rules iptables")
-	case rules.ModeIptables:
-		if err := rules.Check(spec); err != nil {
-			return nil, err
-		}
+	if err := rules.Check(spec); err != nil {
+		return nil, err
 	}
 	return systemHost{link: netif.New(), rules: rules.New()}, nil
 }

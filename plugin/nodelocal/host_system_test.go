@@ -18,16 +18,23 @@ import (
 // TestSystemHostServes sets the node up in a throwaway namespace, serves DNS
 // on the local IPs there, queries them over UDP and TCP, then tears down.
 func TestSystemHostServes(t *testing.T) {
+	for _, mode := range []rules.Mode{rules.ModeIptables, rules.ModeNftables} {
+		t.Run(string(mode), func(t *testing.T) { testServes(t, mode) })
+	}
+}
+
+func testServes(t *testing.T, mode rules.Mode) {
 	nstest.Enter(t)
 	ips := []netip.Addr{netip.MustParseAddr("198.18.0.10"), netip.MustParseAddr("169.254.20.10")}
 	cfg := defaultConfig()
 	cfg.LocalIPs = ips
+	cfg.Rules = mode
 	h, err := newSystemHost(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	link := netif.Spec{Name: netif.DefaultName, Addrs: ips}
-	rs := rules.Spec{Mode: rules.ModeIptables, Backend: rules.BackendNft, LocalIPs: ips, DNSPorts: []int{53}, HealthPort: 8080}
+	rs := rules.Spec{Mode: mode, Backend: rules.BackendNft, LocalIPs: ips, DNSPorts: []int{53}, HealthPort: 8080}
 	start := time.Now()
 	if _, err := h.EnsureLink(link); err != nil {
 		t.Fatal(err)
@@ -81,6 +88,35 @@ func TestSystemHostServes(t *testing.T) {
 	}
 
 	// The queries went through the NOTRACK rules.
+	if mode == rules.ModeNftables {
+		out, err := nstest.Run(t, "nft", "list", "chain", "inet", rules.NftTable, "raw-output")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, "ip daddr 169.254.20.10 udp dport 53 counter packets ") || strings.Contains(out, "ip daddr 169.254.20.10 udp dport 53 counter packets 0 ") {
+			t.Errorf("NOTRACK rule for 169.254.20.10 UDP did not count the query:\n%s", out)
+		}
+	} else {
+		requireIptablesHits(t)
+	}
+
+	if err := h.RemoveRules(rs); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.RemoveLink(link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := netlink.LinkByName(link.Name); err == nil {
+		t.Errorf("Link %s still there after RemoveLink", link.Name)
+	}
+	for _, c := range [][]string{{"iptables-nft-save"}, {"nft", "list", "ruleset"}} {
+		if out, _ := nstest.Run(t, c[0], c[1:]...); strings.Contains(out, "NODELOCALDNS") || strings.Contains(out, rules.NftTable) {
+			t.Errorf("Rules left after RemoveRules:\n%s", out)
+		}
+	}
+}
+
+func requireIptablesHits(t *testing.T) {
 	out, err := nstest.Run(t, "iptables-nft-save", "-c", "-t", "raw")
 	if err != nil {
 		t.Fatal(err)
@@ -96,19 +132,6 @@ func TestSystemHostServes(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("NOTRACK rule for 169.254.20.10 UDP missing from\n%s", out)
-	}
-
-	if err := h.RemoveRules(rs); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.RemoveLink(link); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := netlink.LinkByName(link.Name); err == nil {
-		t.Errorf("Link %s still there after RemoveLink", link.Name)
-	}
-	if out, _ := nstest.Run(t, "iptables-nft-save"); strings.Contains(out, "NODELOCALDNS") {
-		t.Errorf("Rules left after RemoveRules:\n%s", out)
 	}
 }
 

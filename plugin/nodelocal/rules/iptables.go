@@ -120,7 +120,7 @@ func (m *Manager) Ensure(spec Spec) ([]string, error) {
 	case ModeNone:
 		return nil, nil
 	case ModeNftables:
-		return nil, errors.New("rules nftables: not implemented yet")
+		return ensureNft(spec)
 	case ModeIptables:
 	default:
 		return nil, fmt.Errorf("unknown rules mode %q", spec.Mode)
@@ -212,10 +212,14 @@ func (m *Manager) ensureFamily(f family, b Backend, want []Table) ([]string, err
 }
 
 // Remove deletes the jumps and the plugin's chains from raw and filter, for
-// both families, in the backend spec resolves to. What is not there is not
-// an error.
+// both families, in the backend spec resolves to (in ModeNftables: the
+// plugin's table). What is not there is not an error.
 func (m *Manager) Remove(spec Spec) error {
-	if spec.Mode != ModeIptables {
+	switch spec.Mode {
+	case ModeNftables:
+		return removeNft()
+	case ModeIptables:
+	default:
 		return nil
 	}
 	b, err := m.backend(spec.Backend)

@@ -107,6 +107,7 @@ func hostState() string {
 		{"ip", "-o", "link"}, {"ip", "-o", "addr"},
 		{"iptables-legacy-save"}, {"ip6tables-legacy-save"},
 		{"iptables-nft-save"}, {"ip6tables-nft-save"},
+		{"nft", "list", "tables"},
 	} {
 		out, err := exec.Command(c[0], c[1:]...).Output()
 		fmt.Fprintf(&b, "== %s (err %v)\n", strings.Join(c, " "), err)
