@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/internal/nstest"
+	"github.com/nodelocaldns/nodelocaldns/internal/nstest"
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/netif"
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 

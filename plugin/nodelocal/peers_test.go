@@ -19,11 +19,12 @@ func TestPresence(t *testing.T) {
 		t.Fatalf("Alone: others = %d, %v", n, err)
 	}
 
-	// Another process holding a lock file, as a surge instance would.
-	peer := filepath.Join(dir, "instance-1-peer.lock")
-	cmd := exec.Command("flock", "-x", peer, "sleep", "30")
+	// Another process holding a lock file, as a surge instance would: this
+	// test binary, re-run as TestHelperPeer.
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperPeer$")
+	cmd.Env = append(os.Environ(), "NODELOCAL_PEER_DIR="+dir)
 	if err := cmd.Start(); err != nil {
-		t.Skipf("Skipping: flock(1) not available: %v", err)
+		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	deadline := time.Now().Add(5 * time.Second)
@@ -47,12 +48,25 @@ func TestPresence(t *testing.T) {
 	if n, err := a.others(); err != nil || n != 0 {
 		t.Errorf("After the peer died: others = %d, %v", n, err)
 	}
-	if _, err := os.Stat(peer); !os.IsNotExist(err) {
-		t.Errorf("Dead peer's file left: %v", err)
+	if files, _ := filepath.Glob(filepath.Join(dir, "instance-*.lock")); len(files) != 1 {
+		t.Errorf("Dead peer's file left: %v", files)
 	}
 
 	a.leave()
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("leave left %d files", len(entries))
 	}
+}
+
+// TestHelperPeer is not a test: TestPresence runs it in a child process that
+// announces itself and waits to be killed.
+func TestHelperPeer(t *testing.T) {
+	dir := os.Getenv("NODELOCAL_PEER_DIR")
+	if dir == "" {
+		t.Skip("Helper process for TestPresence")
+	}
+	if _, err := announce(dir); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(30 * time.Second)
 }

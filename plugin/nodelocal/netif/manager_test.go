@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/internal/nstest"
+	"github.com/nodelocaldns/nodelocaldns/internal/nstest"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/internal/nstest"
+	"github.com/nodelocaldns/nodelocaldns/internal/nstest"
 )
 
 func TestMain(m *testing.M) { nstest.Main(m) }

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/internal/nstest"
+	"github.com/nodelocaldns/nodelocaldns/internal/nstest"
 )
 
 func TestRenderNft(t *testing.T) {

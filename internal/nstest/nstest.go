@@ -129,9 +129,13 @@ func hostState() string {
 
 // Main runs the package's tests and fails the run if the host namespace's
 // links, addresses or iptables rules differ afterwards.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Guard(m)) }
+
+// Guard is Main for a TestMain with work of its own: it runs the tests and
+// returns the exit code, 1 when the host namespace was changed.
+func Guard(m *testing.M) int {
 	if os.Geteuid() != 0 {
-		os.Exit(m.Run())
+		return m.Run()
 	}
 	before := hostState()
 	code := m.Run()
@@ -139,5 +143,5 @@ func Main(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "FAIL: the tests changed the host network namespace\nbefore:\n%s\nafter:\n%s\n", before, after)
 		code = 1
 	}
-	os.Exit(code)
+	return code
 }
