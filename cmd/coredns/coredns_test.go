@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -190,10 +192,48 @@ const nodeCorefile = `.:53 {
 		rules iptables %s
 		sync 1s
 		teardown %s
+		statedir %s
+	}
+	ready 127.0.0.1:8181 {
+		monitor continuously
 	}
 	whoami
 }
 `
+
+// httpStatus GETs path on addr with a connection made from the calling
+// goroutine, so it is made in the test's namespace (an http.Client dials
+// from other threads).
+func httpStatus(addr, path string) (int, error) {
+	conn, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(time.Second))
+	fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// waitReady waits for the ready plugin to say 200: nodelocal has the rules in.
+func (c *cache) waitReady(limit time.Duration) time.Duration {
+	c.t.Helper()
+	deadline := c.start.Add(limit)
+	for {
+		if code, err := httpStatus("127.0.0.1:8181", "/ready"); err == nil && code == http.StatusOK {
+			return time.Since(c.start)
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("Not ready within %s of start", limit)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
 
 // TestNodeLifecycle runs the real binary in a throwaway namespace through
 // start, reload, tampering, a SIGKILL and the final shutdown, for both
@@ -202,7 +242,7 @@ func TestNodeLifecycle(t *testing.T) {
 	for _, backend := range []string{"nft", "legacy"} {
 		t.Run(backend, func(t *testing.T) {
 			nstest.Enter(t)
-			corefile := fmt.Sprintf(nodeCorefile, backend, "on")
+			corefile := fmt.Sprintf(nodeCorefile, backend, "on", t.TempDir())
 			c := startCache(t, corefile)
 			for _, addr := range []string{"169.254.20.10", "198.18.0.10", "2001:2::10"} {
 				d := c.firstAnswer(addr, 5*time.Second)
@@ -215,6 +255,11 @@ func TestNodeLifecycle(t *testing.T) {
 						t.Errorf("Query over %s to %s: %v", network, addr, err)
 					}
 				}
+			}
+			d := c.waitReady(5 * time.Second)
+			t.Logf("ready (rules in place) %s after process start", d.Round(time.Millisecond))
+			if d > time.Second {
+				t.Errorf("Ready %s after start, want within 1s", d)
 			}
 			rules := ourRules(t)
 			if rules == "" {
@@ -271,11 +316,12 @@ func TestNodeLifecycle(t *testing.T) {
 				t.Errorf("Rules after SIGKILL differ")
 			}
 			c2 := startCache(t, corefile)
-			d := c2.firstAnswer("169.254.20.10", 5*time.Second)
+			d = c2.firstAnswer("169.254.20.10", 5*time.Second)
 			t.Logf("first answer after a SIGKILL restart: %s", d.Round(time.Millisecond))
 			if d > time.Second {
 				t.Errorf("First answer after a restart over leftovers took %s", d)
 			}
+			c2.waitReady(5 * time.Second)
 			if got := ourRules(t); got != rules {
 				t.Errorf("Rules after adopting leftovers:\n%s\nwant\n%s", got, rules)
 			}
@@ -305,8 +351,8 @@ func TestTeardownSignals(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("%v teardown %s", tc.sig, tc.teardown), func(t *testing.T) {
 			nstest.Enter(t)
-			c := startCache(t, fmt.Sprintf(nodeCorefile, "nft", tc.teardown))
-			c.firstAnswer("169.254.20.10", 5*time.Second)
+			c := startCache(t, fmt.Sprintf(nodeCorefile, "nft", tc.teardown, t.TempDir()))
+			c.waitReady(5 * time.Second)
 			c.stop(tc.sig)
 			rules, addrs := ourRules(t), linkAddrs(t)
 			if tc.left && (rules == "" || addrs == "") {
@@ -326,7 +372,7 @@ func TestStartFailsCleanly(t *testing.T) {
 	if _, err := nstest.Run(t, "ip", "link", "add", "nodelocaldns", "type", "veth", "peer", "name", "nlpeer0"); err != nil {
 		t.Fatal(err)
 	}
-	c := startCache(t, fmt.Sprintf(nodeCorefile, "nft", "on"))
+	c := startCache(t, fmt.Sprintf(nodeCorefile, "nft", "on", t.TempDir()))
 	done := make(chan error, 1)
 	go func() { done <- c.cmd.Wait() }()
 	select {

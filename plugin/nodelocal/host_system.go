@@ -3,6 +3,7 @@ package nodelocal
 import (
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/netif"
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
+	"net/netip"
 )
 
 // systemHost is the real Host: netlink for the link, iptables-restore for
@@ -26,3 +27,7 @@ func (h systemHost) EnsureLink(s netif.Spec) ([]string, error)  { return h.link.
 func (h systemHost) RemoveLink(s netif.Spec) error              { return h.link.Remove(s) }
 func (h systemHost) EnsureRules(s rules.Spec) ([]string, error) { return h.rules.Ensure(s) }
 func (h systemHost) RemoveRules(s rules.Spec) error             { return h.rules.Remove(s) }
+func (h systemHost) EnsureHandoff(s rules.Spec, up netip.Addr) error {
+	return h.rules.EnsureHandoff(s, up)
+}
+func (h systemHost) RemoveHandoff(s rules.Spec) error { return h.rules.RemoveHandoff(s) }

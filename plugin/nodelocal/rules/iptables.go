@@ -136,7 +136,7 @@ func (m *Manager) Ensure(spec Spec) ([]string, error) {
 			if _, err := exec.LookPath(binary(f, b, "save")); err != nil {
 				continue // nothing can be there
 			}
-			removed, err := m.remove(f, b)
+			removed, err := m.remove(f, b, ownChains)
 			for _, c := range removed {
 				changes = append(changes, fmt.Sprintf("chain %s removed: no %s local IP", c, f.name))
 			}
@@ -234,19 +234,19 @@ func (m *Manager) Remove(spec Spec) error {
 			}
 			continue
 		}
-		if _, err := m.remove(f, b); err != nil {
+		if _, err := m.remove(f, b, ownChains); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// remove takes the plugin's jumps and chains out of one family and returns
-// the chains it deleted.
-func (m *Manager) remove(f family, b Backend) ([]string, error) {
+// remove takes the jumps to the given chains, and the chains, out of one
+// family and returns the chains it deleted.
+func (m *Manager) remove(f family, b Backend, tables []Table) ([]string, error) {
 	var removed []string
 	var input strings.Builder
-	for _, t := range ownChains {
+	for _, t := range tables {
 		cur, err := m.save(f, b, t.Name)
 		if err != nil {
 			return nil, err
