@@ -7,7 +7,7 @@ GO          ?= go
 BIN         := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 # Debian packages the privileged tests and the lab use: command:package
-TEST_DEPS   := iptables:iptables iptables-legacy:iptables ip:iproute2 dig:dnsutils conntrack:conntrack
+TEST_DEPS   := iptables:iptables iptables-legacy:iptables ip:iproute2 nft:nftables dig:dnsutils conntrack:conntrack
 LAB_DEPS    := $(TEST_DEPS) dnsperf:dnsperf
 
 .PHONY: all build lab-bins generate test test-unit vet lint clean deps demo bench image
@@ -66,6 +66,11 @@ test: deps vet build lab-bins
 # test-unit skips the package set-up and the binary: quick feedback.
 test-unit:
 	$(GO) test -count=1 ./...
+
+# image builds the container image with docker, podman or buildah, and says
+# clearly when no engine is there.
+image:
+	build/image/build.sh
 
 lint: vet
 	$(GO) run $(STATICCHECK) ./...

@@ -103,6 +103,24 @@ func (f *fakeHost) RemoveRules(s rules.Spec) error {
 	return nil
 }
 
+func (f *fakeHost) EnsureHandoff(s rules.Spec, up netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rules["handoff"] = fmt.Sprint(s.LocalIPs, "->", up)
+	f.ops = append(f.ops, "set handoff")
+	return nil
+}
+
+func (f *fakeHost) RemoveHandoff(rules.Spec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.rules["handoff"]; ok {
+		delete(f.rules, "handoff")
+		f.ops = append(f.ops, "remove handoff")
+	}
+	return nil
+}
+
 // state describes the node as a user would inspect it: links, addresses, rules.
 func (f *fakeHost) state() string {
 	f.mu.Lock()

@@ -1,6 +1,8 @@
 package nodelocal
 
 import (
+	"net/netip"
+
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/netif"
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 )
@@ -21,6 +23,11 @@ type Host interface {
 	EnsureRules(rules.Spec) ([]string, error)
 	// RemoveRules removes every rule and chain of the plugin.
 	RemoveRules(rules.Spec) error
+	// EnsureHandoff leaves a path from the local IPs to the upstream
+	// Service for the time no cache runs (teardown handoff).
+	EnsureHandoff(rules.Spec, netip.Addr) error
+	// RemoveHandoff removes that path.
+	RemoveHandoff(rules.Spec) error
 }
 
 // newHost builds the host backend; tests replace it with a fake.

@@ -2,8 +2,10 @@ package nodelocal
 
 import (
 	"errors"
+	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,10 +33,12 @@ func init() {
 func withFakeHost(t *testing.T) *fakeHost {
 	t.Helper()
 	f := newFakeHost()
-	old := newHost
+	old, oldListening, oldDir := newHost, listening, stateDirDefault
 	newHost = func(Config) (Host, error) { return f, nil }
+	listening = func([]netip.Addr, []int) bool { return true }
+	stateDirDefault = t.TempDir()
 	t.Cleanup(func() {
-		newHost = old
+		newHost, listening, stateDirDefault = old, oldListening, oldDir
 		procMu.Lock()
 		active, applied = nil, nil
 		procMu.Unlock()
@@ -42,12 +46,14 @@ func withFakeHost(t *testing.T) *fakeHost {
 	return f
 }
 
+// start starts an instance and waits until its node is set up.
 func start(t *testing.T, corefile string) *caddy.Instance {
 	t.Helper()
 	inst, err := caddy.Start(input(corefile))
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
+	waitFor(t, "the node set up", 2*time.Second, nodeOf(inst).Ready)
 	return inst
 }
 
@@ -144,7 +150,8 @@ func TestStartReloadShutdown(t *testing.T) {
 
 	finalShutdown(t, inst3)
 	ops = f.takeOps()
-	if want := []string{"remove rules iptables/auto", "remove address 169.254.20.10", "remove address 2001:2::a", "remove link nodelocaldns"}; !slices.Equal(ops, want) {
+	// 2001:2::a has a kube-proxy path: it goes first (drain), then the rest, rules before addresses.
+	if want := []string{"set rules iptables/auto", "remove address 2001:2::a", "remove rules iptables/auto", "remove address 169.254.20.10", "remove link nodelocaldns"}; !slices.Equal(ops, want) {
 		t.Errorf("Final shutdown did %q, want %q (rules first, then addresses and link)", ops, want)
 	}
 	if got := f.state(); got != "" {
@@ -189,15 +196,38 @@ func TestFailedReloadKeepsOldState(t *testing.T) {
 // TestFailedStartLeavesNothing: never a half-installed node.
 func TestFailedStartLeavesNothing(t *testing.T) {
 	f := withFakeHost(t)
-	f.failRules = errors.New("iptables-nft-restore not found in PATH")
+	newHost = func(Config) (Host, error) { return nil, errors.New("iptables-nft-restore not found in PATH") }
 	_, err := caddy.Start(input(twoBlocks))
 	if err == nil || !strings.Contains(err.Error(), "iptables-nft-restore not found") {
-		t.Fatalf("Start error %v, want the rules failure", err)
+		t.Fatalf("Start error %v, want the missing binary named", err)
 	}
 	if got := f.state(); got != "" {
 		t.Errorf("A failed start left %s", got)
 	}
 	waitFor(t, "no reconcile loop", time.Second, func() bool { return loops.Load() == 0 })
+}
+
+// TestRulesWaitForListeners: on a first start the rules (which draw the
+// traffic) go in only once the listeners are open; until then the cache is
+// not ready.
+func TestRulesWaitForListeners(t *testing.T) {
+	f := withFakeHost(t)
+	var open atomic.Bool
+	listening = func([]netip.Addr, []int) bool { return open.Load() }
+	inst, err := caddy.Start(input(twoBlocks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer finalShutdown(t, inst)
+	time.Sleep(100 * time.Millisecond)
+	if got := f.state(); strings.Contains(got, "rules") || nodeOf(inst).Ready() {
+		t.Errorf("Rules written before the listeners were seen: %s", got)
+	}
+	open.Store(true)
+	waitFor(t, "the rules", time.Second, func() bool { return f.state() == wantTwoBlocks })
+	if !nodeOf(inst).Ready() {
+		t.Error("Not ready once the rules are in")
+	}
 }
 
 func TestReconcileRepairs(t *testing.T) {
@@ -270,5 +300,123 @@ func TestStartErrorsNameFileLineAndValue(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Test %d: error %v, want it to contain %q", i, err, tc.want)
 		}
+	}
+}
+
+// runShutdown runs an instance's OnShutdown callbacks: the start of SIGTERM's work.
+func runShutdown(t *testing.T, inst *caddy.Instance) {
+	t.Helper()
+	for _, f := range inst.OnShutdown {
+		if err := f(); err != nil {
+			t.Errorf("OnShutdown: %v", err)
+		}
+	}
+}
+
+func runFinalShutdown(t *testing.T, inst *caddy.Instance) {
+	t.Helper()
+	for _, f := range inst.OnFinalShutdown {
+		if err := f(); err != nil {
+			t.Errorf("OnFinalShutdown: %v", err)
+		}
+	}
+	inst.Stop()
+}
+
+// TestDrain: on SIGTERM the kube-dns IP (which kube-proxy also serves) goes
+// first, before health's lameduck; the link-local IP keeps answering until
+// the final shutdown.
+func TestDrain(t *testing.T) {
+	f := withFakeHost(t)
+	inst := start(t, twoBlocks)
+	f.takeOps()
+	runShutdown(t, inst)
+	const draining = "link nodelocaldns up=true [169.254.20.10]; rules iptables/auto [169.254.20.10] [0] 8080"
+	if got := f.state(); got != draining {
+		t.Errorf("During the drain the node has\n%s\nwant\n%s", got, draining)
+	}
+	if ops := f.takeOps(); !slices.Equal(ops, []string{"set rules iptables/auto", "remove address 198.18.0.10"}) {
+		t.Errorf("Drain did %q, want the rules first, then the address", ops)
+	}
+	if nodeOf(inst).Ready() {
+		t.Error("Ready while draining")
+	}
+	runFinalShutdown(t, inst)
+	if got := f.state(); got != "" {
+		t.Errorf("Final shutdown left %s", got)
+	}
+}
+
+// TestPeerKeepsNode: with another live instance on the node (a surge
+// rollout), a stopping instance removes nothing; once it is gone, the last
+// one tears down.
+func TestPeerKeepsNode(t *testing.T) {
+	f := withFakeHost(t)
+	inst := start(t, twoBlocks)
+	peer, err := announce(stateDirDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.takeOps()
+	finalShutdown(t, inst)
+	if ops := f.takeOps(); len(ops) != 0 {
+		t.Errorf("Stopping beside a live instance did %q", ops)
+	}
+	if got := f.state(); got != wantTwoBlocks {
+		t.Errorf("Node state after handing over:\n%s\nwant\n%s", got, wantTwoBlocks)
+	}
+
+	// The peer was killed: its lock is gone with it, and the next
+	// instance to stop is the last one.
+	peer.f.Close()
+	inst2 := start(t, twoBlocks)
+	finalShutdown(t, inst2)
+	if got := f.state(); got != "" {
+		t.Errorf("The last instance left %s", got)
+	}
+}
+
+// TestHandoff: teardown handoff leaves a path to the upstream Service and
+// the link; the next start draws the traffic again and removes the path.
+func TestHandoff(t *testing.T) {
+	f := withFakeHost(t)
+	t.Setenv("KUBE_DNS_UPSTREAM_SERVICE_HOST", "198.18.0.11")
+	corefile := `.:0 {
+	bind 127.0.0.1
+	nodelocal {
+		localip 169.254.20.10
+		upstreamsvc kube-dns-upstream
+		teardown handoff
+	}
+}
+`
+	inst := start(t, corefile)
+	f.takeOps()
+	finalShutdown(t, inst)
+	if ops := f.takeOps(); !slices.Equal(ops, []string{"set handoff", "remove rules iptables/auto"}) {
+		t.Errorf("Handoff did %q, want the path first, then the rules removed", ops)
+	}
+	if got, want := f.state(), "link nodelocaldns up=true [169.254.20.10]; rules handoff [169.254.20.10]->198.18.0.11"; got != want {
+		t.Errorf("After handoff the node has\n%s\nwant\n%s", got, want)
+	}
+	inst2 := start(t, corefile)
+	if ops := f.takeOps(); !slices.Equal(ops, []string{"set rules iptables/auto", "remove handoff"}) {
+		t.Errorf("Next start did %q, want its rules, then the path removed", ops)
+	}
+	finalShutdown(t, inst2)
+}
+
+// TestReloadDroppingTheDirective: a reload to a Corefile without nodelocal
+// leaves nothing managing the node, so the node state goes.
+func TestReloadDroppingTheDirective(t *testing.T) {
+	f := withFakeHost(t)
+	inst := start(t, twoBlocks)
+	inst2, err := inst.Restart(input(".:0 {\n\tbind 127.0.0.1\n\twhoami\n}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst2.Stop()
+	if got := f.state(); got != "" {
+		t.Errorf("After a reload without nodelocal the node has %s", got)
 	}
 }

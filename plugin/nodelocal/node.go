@@ -28,11 +28,17 @@ var (
 	active *node
 	// applied is what the last successful ensure put on the host.
 	applied *hostSpec
+	// me is this process's presence among the instances on the node.
+	me *presence
 	// exitHook registers the SIGQUIT teardown once per process.
 	exitHook sync.Once
 	// loops counts running reconcile loops; there is one per live instance.
 	loops atomic.Int32
 )
+
+// listenWait bounds how long the first start waits for its own listeners
+// before it draws traffic with its rules anyway.
+const listenWait = 5 * time.Second
 
 // hostSpec is everything the plugin puts on the host.
 type hostSpec struct {
@@ -44,23 +50,27 @@ type hostSpec struct {
 type node struct {
 	s *shared
 
-	mu       sync.Mutex // serialises ensure and teardown
-	host     Host
-	ready    atomic.Bool
-	torn     bool
-	lastErr  string
-	stopLoop chan struct{}
-	loopDone chan struct{}
+	mu         sync.Mutex // serialises ensure and teardown
+	host       Host
+	ready      atomic.Bool
+	restarting bool // between OnRestart and the outcome of a reload
+	handedOver bool // another instance on the node keeps the node state
+	torn       bool
+	lastErr    string
+	stopLoop   chan struct{}
+	loopDone   chan struct{}
 }
 
 func newNode(s *shared) *node { return &node{s: s} }
 
 // registerLifecycle hooks the node into the instance's callbacks. Teardown
-// lives in OnFinalShutdown (never on a reload) and in the process-exit hook.
+// lives in OnFinalShutdown (never on a reload) and in the process-exit hook;
+// OnShutdown only starts the drain, and only when the process is stopping.
 func registerLifecycle(c *caddy.Controller, n *node) {
 	c.OnStartup(n.startup)
-	c.OnShutdown(n.stopReconcile)
+	c.OnRestart(n.restart)
 	c.OnRestartFailed(n.resume)
+	c.OnShutdown(n.shutdown)
 	c.OnFinalShutdown(n.finalShutdown)
 }
 
@@ -92,10 +102,19 @@ func (n *node) spec() hostSpec {
 	return hs
 }
 
-// startup ensures the node state before the listeners open (so bind to the
-// local IPs succeeds) and starts the reconcile loop. On a process's first
-// start a failure removes whatever was added: never a half-installed node.
-// On a reload a failure leaves the node as the running instance has it.
+// startup runs before the listeners open.
+//
+// On the process's first start it puts the link and addresses in place (so
+// bind to the local IPs succeeds) and leaves the rules to the reconcile
+// loop, which writes them as soon as this process's listeners are open: a
+// NOTRACK rule ahead of the listener would turn a query into "connection
+// refused", while without it queries to the kube-dns IP still take
+// kube-proxy's path (and a handoff path left by a predecessor still
+// works). A failure here removes whatever was added: never a
+// half-installed node.
+//
+// On a reload the listeners are handed over open, so everything is ensured
+// at once; a failure leaves the node as the running instance has it.
 func (n *node) startup() error {
 	if n.s.bindErr != nil {
 		return fmt.Errorf("%s: %s: %w", pluginName, n.s.pos, n.s.bindErr)
@@ -114,22 +133,75 @@ func (n *node) startup() error {
 		n.host = h
 	}
 	want := n.spec()
-	if _, err := n.transition(applied, want); err != nil {
-		if first {
-			if rerr := n.remove(want); rerr != nil {
+	if !first {
+		if _, err := n.transition(applied, want); err != nil {
+			return fmt.Errorf("%s: %w", pluginName, err)
+		}
+		active = n
+		n.setReady(true)
+		n.startReconcile(false)
+		return nil
+	}
+
+	if want.link.Name != "" {
+		if _, err := n.host.EnsureLink(want.link); err != nil {
+			countSetupError(err, errInterfaceAdd)
+			err = fmt.Errorf("interface %s: %w", want.link.Name, err)
+			if rerr := n.host.RemoveLink(want.link); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("undo: %w", rerr))
 			}
+			return fmt.Errorf("%s: %w", pluginName, err)
 		}
-		return fmt.Errorf("%s: %w", pluginName, err)
+	}
+	if me == nil && n.s.cfg.StateDir != "" {
+		p, err := announce(n.s.cfg.StateDir)
+		if err != nil {
+			log.Warningf("Cannot see other instances on this node, acting as the only one: %v", err)
+		}
+		me = p
 	}
 	active = n
-	n.setReady(true)
-	n.startReconcile()
+	applied = &hostSpec{link: want.link, rules: rules.Spec{Mode: rules.ModeNone}}
+	n.startReconcile(true)
 	exitHook.Do(func() { caddy.OnProcessExit = append(caddy.OnProcessExit, processExit) })
-	if first {
-		log.Infof("Node set up: %s", describe(want))
-	}
 	return nil
+}
+
+// takeover draws the traffic once the listeners are open: it writes the
+// rules, then removes a handoff path a predecessor may have left.
+func (n *node) takeover(stop <-chan struct{}) {
+	hs := n.spec()
+	deadline := time.Now().Add(listenWait)
+	for !listening(hs.rules.LocalIPs, hs.rules.DNSPorts) {
+		if time.Now().After(deadline) {
+			log.Warningf("Listeners on %v ports %v not seen after %s: writing the rules anyway", hs.rules.LocalIPs, hs.rules.DNSPorts, listenWait)
+			break
+		}
+		select {
+		case <-stop:
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	procMu.Lock()
+	defer procMu.Unlock()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.torn || active != n {
+		return
+	}
+	if _, err := n.transition(applied, hs); err != nil {
+		n.fail(err)
+		return
+	}
+	if hs.rules.Mode == rules.ModeIptables {
+		if err := n.host.RemoveHandoff(hs.rules); err != nil {
+			n.fail(fmt.Errorf("remove handoff path: %w", err))
+			return
+		}
+	}
+	n.setReady(true)
+	log.Infof("Node set up: %s", describe(hs))
 }
 
 // transition moves the host from prev (nil when nothing is known) to want:
@@ -216,17 +288,28 @@ func countSetupError(err error, fallback string) {
 	}
 }
 
-// startReconcile starts the loop; called with n.mu held.
-func (n *node) startReconcile() {
+// fail logs a failure once until it changes and makes the cache not ready;
+// called with n.mu held.
+func (n *node) fail(err error) {
+	if msg := err.Error(); msg != n.lastErr {
+		log.Errorf("Reconcile: %v", err)
+		n.lastErr = msg
+	}
+	n.setReady(false)
+}
+
+// startReconcile starts the loop; called with n.mu held. With takeover the
+// loop first waits for the listeners and draws the traffic.
+func (n *node) startReconcile(takeover bool) {
 	if n.stopLoop != nil {
 		return
 	}
 	n.stopLoop, n.loopDone = make(chan struct{}), make(chan struct{})
-	go n.reconcileLoop(n.stopLoop, n.loopDone)
+	go n.reconcileLoop(takeover, n.stopLoop, n.loopDone)
 }
 
-// stopReconcile stops the loop and waits for it (OnShutdown: also on reload).
-func (n *node) stopReconcile() error {
+// stopReconcile stops the loop and waits for it.
+func (n *node) stopReconcile() {
 	n.mu.Lock()
 	stop, done := n.stopLoop, n.loopDone
 	n.stopLoop, n.loopDone = nil, nil
@@ -235,7 +318,6 @@ func (n *node) stopReconcile() error {
 		close(stop)
 		<-done
 	}
-	return nil
 }
 
 // signalStop ends the loop without waiting for it, for callers that hold
@@ -249,10 +331,13 @@ func (n *node) signalStop() {
 	}
 }
 
-func (n *node) reconcileLoop(stop <-chan struct{}, done chan<- struct{}) {
+func (n *node) reconcileLoop(takeover bool, stop <-chan struct{}, done chan<- struct{}) {
 	loops.Add(1)
 	defer loops.Add(-1)
 	defer close(done)
+	if takeover {
+		n.takeover(stop)
+	}
 	t := time.NewTicker(n.s.cfg.Sync)
 	defer t.Stop()
 	for {
@@ -283,11 +368,7 @@ func (n *node) reconcile() {
 		log.Warningf("Repaired: %s", c)
 	}
 	if err != nil {
-		if msg := err.Error(); msg != n.lastErr {
-			log.Errorf("Reconcile: %v", err)
-			n.lastErr = msg
-		}
-		n.setReady(false)
+		n.fail(err)
 		return
 	}
 	if n.lastErr != "" {
@@ -297,6 +378,14 @@ func (n *node) reconcile() {
 	n.setReady(true)
 }
 
+// restart marks the start of a reload (OnRestart of the running instance).
+func (n *node) restart() error {
+	n.mu.Lock()
+	n.restarting = true
+	n.mu.Unlock()
+	return nil
+}
+
 // resume runs on the old instance when a reload failed: it keeps serving, so
 // its settings go back on the host and its loop keeps running.
 func (n *node) resume() error {
@@ -304,6 +393,7 @@ func (n *node) resume() error {
 	defer procMu.Unlock()
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.restarting = false
 	if n.torn || n.host == nil {
 		return nil
 	}
@@ -318,19 +408,100 @@ func (n *node) resume() error {
 		return fmt.Errorf("%s: restore after failed reload: %w", pluginName, err)
 	}
 	n.setReady(true)
-	n.startReconcile()
+	n.startReconcile(false)
 	return nil
+}
+
+// shutdown is OnShutdown. On a reload it only stops this instance's loop
+// (the new instance has taken the node over). When the process is stopping
+// (SIGTERM, SIGINT) it is the first step of the drain, before health's
+// lameduck: the cache turns not ready and stops drawing the traffic that has
+// another path, the local IPs kube-proxy also serves (the kube-dns
+// ClusterIP): their rules and addresses go, so pods reach CoreDNS through
+// kube-proxy while this process still answers on the link-local IP.
+// Nothing is removed while another instance runs on the node.
+func (n *node) shutdown() error {
+	n.stopReconcile()
+	procMu.Lock()
+	defer procMu.Unlock()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.restarting {
+		n.restarting = false
+		if active == n && !n.torn {
+			// The new Corefile has no nodelocal: nothing manages the node any more.
+			return n.teardownLocked("the new Corefile has no nodelocal")
+		}
+		return nil
+	}
+	if active != n || n.torn {
+		return nil
+	}
+	n.setReady(false)
+	if peers := n.peers(); peers > 0 {
+		n.handedOver = true
+		log.Infof("Stopping: %d other instance(s) on this node keep the interface and rules", peers)
+		return nil
+	}
+	if n.s.cfg.Teardown == TeardownOff || applied == nil {
+		return nil
+	}
+	var keep, fallback []netip.Addr
+	for _, ip := range n.s.cfg.LocalIPs {
+		if ip.IsLinkLocalUnicast() {
+			keep = append(keep, ip)
+		} else {
+			fallback = append(fallback, ip)
+		}
+	}
+	if len(fallback) == 0 {
+		return nil
+	}
+	if len(keep) == 0 {
+		log.Infof("Stopping: removing %s so pods fall back to kube-proxy", describe(*applied))
+		err := n.remove(*applied)
+		applied = nil
+		return err
+	}
+	reduced := *applied
+	reduced.rules.LocalIPs = keep
+	reduced.link.Addrs = slices.DeleteFunc(slices.Clone(reduced.link.Addrs), func(a netip.Addr) bool { return slices.Contains(fallback, a) })
+	log.Infof("Stopping: %v go first so pods fall back to kube-proxy; still answering on %v", fallback, keep)
+	if reduced.rules.Mode != rules.ModeNone {
+		if _, err := n.host.EnsureRules(reduced.rules); err != nil {
+			return fmt.Errorf("%s: drain: %w", pluginName, err)
+		}
+	}
+	if reduced.link.Name != "" {
+		if err := n.host.RemoveLink(netif.Spec{Name: reduced.link.Name, Addrs: fallback}); err != nil {
+			return fmt.Errorf("%s: drain: %w", pluginName, err)
+		}
+	}
+	applied = &reduced
+	return nil
+}
+
+// peers counts the other live instances on the node; 0 when unknown.
+func (n *node) peers() int {
+	if me == nil {
+		return 0
+	}
+	c, err := me.others()
+	if err != nil {
+		log.Warningf("Cannot see other instances on this node: %v", err)
+		return 0
+	}
+	return c
 }
 
 // finalShutdown runs on SIGTERM and SIGINT after health's lameduck.
 func (n *node) finalShutdown() error {
-	if err := n.stopReconcile(); err != nil {
-		return err
-	}
+	n.stopReconcile()
 	return n.teardown()
 }
 
-// teardown removes the node state unless `teardown off`; it runs once.
+// teardown removes the node state unless `teardown off` or another instance
+// on the node keeps it; it runs once.
 func (n *node) teardown() error {
 	procMu.Lock()
 	defer procMu.Unlock()
@@ -339,17 +510,61 @@ func (n *node) teardown() error {
 	if n.torn || active != n {
 		return nil
 	}
+	return n.teardownLocked("")
+}
+
+// teardownLocked is teardown with procMu and n.mu held.
+func (n *node) teardownLocked(why string) error {
 	n.torn = true
 	n.setReady(false)
+	hs := applied
 	active, applied = nil, nil
-	if n.s.cfg.Teardown == TeardownOff {
-		log.Infof("Teardown off: leaving %s in place", describe(n.spec()))
+	defer func() {
+		if me != nil {
+			me.leave()
+			me = nil
+		}
+	}()
+	if hs == nil {
 		return nil
 	}
-	if err := n.remove(n.spec()); err != nil {
+	if peers := n.peers(); n.handedOver || peers > 0 {
+		log.Infof("Leaving %s to the other instance(s) on this node", describe(*hs))
+		return nil
+	}
+	if n.s.cfg.Teardown == TeardownOff && why == "" {
+		log.Infof("Teardown off: leaving %s in place", describe(*hs))
+		return nil
+	}
+	if n.s.cfg.Teardown == TeardownHandoff && why == "" {
+		return n.handoff(*hs)
+	}
+	if err := n.remove(*hs); err != nil {
 		return fmt.Errorf("%s: teardown: %w", pluginName, err)
 	}
-	log.Infof("Node torn down: %s", describe(n.spec()))
+	if why != "" {
+		why = " (" + why + ")"
+	}
+	log.Infof("Node torn down%s: %s", why, describe(*hs))
+	return nil
+}
+
+// handoff leaves a path from the local IPs to the cluster DNS for the time
+// no cache runs (IPVS mode, where pods know only the local IP): the DNAT
+// goes in first, then the NOTRACK rules go so it takes effect; the link and
+// addresses stay. The next start removes the path.
+func (n *node) handoff(hs hostSpec) error {
+	if err := n.host.EnsureHandoff(hs.rules, n.s.cfg.Upstream); err != nil {
+		err = fmt.Errorf("%s: handoff path: %w", pluginName, err)
+		if rerr := n.remove(hs); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return err
+	}
+	if err := n.host.RemoveRules(hs.rules); err != nil {
+		return fmt.Errorf("%s: teardown: %w", pluginName, err)
+	}
+	log.Infof("Handed off: DNS to %v goes to %s until the next start", hs.rules.LocalIPs, n.s.cfg.Upstream)
 	return nil
 }
 
@@ -362,6 +577,7 @@ func processExit() {
 	if n == nil {
 		return
 	}
+	n.signalStop()
 	if err := n.teardown(); err != nil {
 		log.Error(err)
 	}

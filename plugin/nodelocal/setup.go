@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,6 +46,7 @@ type Config struct {
 	HealthPort  int
 	Sync        time.Duration
 	Teardown    Teardown
+	StateDir    string // where instances on the node see each other; "" after `statedir none`
 }
 
 func defaultConfig() Config {
@@ -55,8 +57,12 @@ func defaultConfig() Config {
 		HealthPort: defaultHealthPort,
 		Sync:       defaultSync,
 		Teardown:   TeardownOn,
+		StateDir:   stateDirDefault,
 	}
 }
+
+// stateDirDefault is the default of `statedir`; tests point it elsewhere.
+var stateDirDefault = defaultStateDir
 
 // shared is the per-instance state kept in the caddy instance storage, so the
 // directive acts once however many server blocks name it.
@@ -165,6 +171,8 @@ func parse(c *caddy.Controller) (cfg Config, explicit bool, err error) {
 			cfg.Sync, err = parseSync(args)
 		case "teardown":
 			cfg.Teardown, err = parseTeardown(args)
+		case "statedir":
+			cfg.StateDir, err = parseStateDir(args)
 		default:
 			return cfg, false, c.Errf("unknown setting %q", key)
 		}
@@ -177,6 +185,9 @@ func parse(c *caddy.Controller) (cfg Config, explicit bool, err error) {
 	}
 	if err := checkZones(cfg); err != nil {
 		return cfg, false, c.Errf("%v", err)
+	}
+	if cfg.Teardown == TeardownHandoff && (cfg.Rules != rules.ModeIptables || cfg.UpstreamSvc == "") {
+		return cfg, false, c.Err("teardown handoff needs rules iptables and upstreamsvc: the path it leaves is a DNAT to that Service")
 	}
 	if cfg.UpstreamSvc != "" {
 		if cfg.Upstream, err = UpstreamIP(cfg.UpstreamSvc); err != nil {
@@ -327,6 +338,20 @@ func parseTeardown(args []string) (Teardown, error) {
 	return "", fmt.Errorf("teardown %q: want on, off or handoff", v)
 }
 
+func parseStateDir(args []string) (string, error) {
+	v, err := oneArg("statedir", args)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case v == "none":
+		return "", nil
+	case !filepath.IsAbs(v):
+		return "", fmt.Errorf("statedir %q is not an absolute path", v)
+	}
+	return filepath.Clean(v), nil
+}
+
 // UpstreamEnv is the kubelet's service environment variable holding the
 // ClusterIP of Service svc: upper-cased, '-' to '_', plus _SERVICE_HOST.
 func UpstreamEnv(svc string) string {
@@ -357,6 +382,7 @@ func differ(a, b Config) (name, av, bv string) {
 		{"healthport", strconv.Itoa(a.HealthPort), strconv.Itoa(b.HealthPort)},
 		{"sync", a.Sync.String(), b.Sync.String()},
 		{"teardown", string(a.Teardown), string(b.Teardown)},
+		{"statedir", orNone(a.StateDir), orNone(b.StateDir)},
 	}
 	for _, p := range pairs {
 		if p.a != p.b {

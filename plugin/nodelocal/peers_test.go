@@ -1,0 +1,72 @@
+package nodelocal
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestPresence: a live instance is seen, a dead one is not and its file goes.
+func TestPresence(t *testing.T) {
+	dir := t.TempDir()
+	a, err := announce(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := a.others(); err != nil || n != 0 {
+		t.Fatalf("Alone: others = %d, %v", n, err)
+	}
+
+	// Another process holding a lock file, as a surge instance would: this
+	// test binary, re-run as TestHelperPeer.
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperPeer$")
+	cmd.Env = append(os.Environ(), "NODELOCAL_PEER_DIR="+dir)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := a.others()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("A live peer holding its lock is not seen")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// Killed: the kernel drops its lock; it no longer counts and its file is cleaned.
+	cmd.Process.Kill()
+	cmd.Wait()
+	if n, err := a.others(); err != nil || n != 0 {
+		t.Errorf("After the peer died: others = %d, %v", n, err)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "instance-*.lock")); len(files) != 1 {
+		t.Errorf("Dead peer's file left: %v", files)
+	}
+
+	a.leave()
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("leave left %d files", len(entries))
+	}
+}
+
+// TestHelperPeer is not a test: TestPresence runs it in a child process that
+// announces itself and waits to be killed.
+func TestHelperPeer(t *testing.T) {
+	dir := os.Getenv("NODELOCAL_PEER_DIR")
+	if dir == "" {
+		t.Skip("Helper process for TestPresence")
+	}
+	if _, err := announce(dir); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(30 * time.Second)
+}
