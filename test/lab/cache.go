@@ -60,14 +60,29 @@ func (l *Lab) StartCache(ctx context.Context, setup HostSetup) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	if setup == HostAuto {
-		setup = HostPlugin
-		if !l.HasHostBackends() {
-			l.cfg.Logf("bin/coredns has no nodelocal host backends yet (%q): the lab sets up the link and NOTRACK rules itself and runs the Corefile without nodelocal", errNoBackends)
-			setup = HostLab
+	return l.StartCacheConf(ctx, setup, string(src))
+}
+
+// StartCacheConf is StartCache with a Corefile of the caller's. With
+// HostAuto a failed start with the nodelocal directive is logged and
+// retried with the lab's stand-in, so the demo still compares the paths.
+func (l *Lab) StartCacheConf(ctx context.Context, setup HostSetup, corefile string) (*Cache, error) {
+	var c *Cache
+	var err error
+	switch {
+	case setup == HostAuto && !l.HasHostBackends():
+		l.cfg.Logf("bin/coredns has no nodelocal host backends yet (%q): the lab sets up the link and NOTRACK rules itself and runs the Corefile without nodelocal", errNoBackends)
+		c, err = l.startCache(ctx, corefile, HostLab)
+	case setup == HostAuto:
+		c, err = l.startCache(ctx, corefile, HostPlugin)
+		if err != nil {
+			l.cfg.Logf("WARNING: the node cache did not start with the nodelocal directive doing the node set-up: %v", err)
+			l.cfg.Logf("falling back to the lab's stand-in (link and NOTRACK rules set up by the lab, Corefile without nodelocal)")
+			c, err = l.startCache(ctx, corefile, HostLab)
 		}
+	default:
+		c, err = l.startCache(ctx, corefile, setup)
 	}
-	c, err := l.startCache(ctx, string(src), setup)
 	if err != nil {
 		return nil, err
 	}
@@ -76,6 +91,8 @@ func (l *Lab) StartCache(ctx context.Context, setup HostSetup) (*Cache, error) {
 	l.mu.Unlock()
 	return c, nil
 }
+
+var errExited = errors.New("exited")
 
 // HasHostBackends reports whether bin/coredns was built with the nodelocal
 // plugin's real host backends: the stub they replace carries errNoBackends.
@@ -95,6 +112,11 @@ func (l *Lab) startCache(ctx context.Context, corefile string, setup HostSetup) 
 			return nil, err
 		}
 	}
+	if setup == HostPlugin && !strings.Contains(corefile, "statedir") {
+		// The lab's node has its own /run: instances of other labs or tests
+		// on this machine must not count as this node's.
+		corefile = strings.Replace(corefile, "nodelocal {", "nodelocal {\n        statedir "+filepath.Join(l.Dir, "run"), 1)
+	}
 	conf := filepath.Join(l.Dir, "node-"+string(setup)+".Corefile")
 	if err := os.WriteFile(conf, []byte(corefile), 0o644); err != nil {
 		return nil, err
@@ -106,7 +128,7 @@ func (l *Lab) startCache(ctx context.Context, corefile string, setup HostSetup) 
 	c := &Cache{lab: l, Proc: p, Setup: setup, Conf: conf}
 	err = waitFor(ctx, 15*time.Second, func() error {
 		if p.Exited() {
-			return errors.New("exited")
+			return errExited
 		}
 		r, err := Query(l.Node, LocalIP, Services[0].Name, "A", false)
 		if err != nil {

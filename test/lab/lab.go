@@ -293,7 +293,7 @@ func waitFor(ctx context.Context, limit time.Duration, try func() error) error {
 		if err == nil {
 			return nil
 		}
-		if time.Now().After(deadline) {
+		if errors.Is(err, errExited) || time.Now().After(deadline) {
 			return err
 		}
 		select {
