@@ -269,7 +269,7 @@ func printTable(w io.Writer, conc int, dur time.Duration, resolver, host string,
 	line("UDP drops, full server sockets", "%d", a.drops, b.drops)
 	fmt.Fprintln(w)
 	if setup == lab.HostLab {
-		fmt.Fprintln(w, "(cache link and NOTRACK rules set up by the lab: this build's nodelocal host backends are not in yet)")
+		fmt.Fprintln(w, "(cache link and NOTRACK rules set up by the lab's stand-in, not by the nodelocal directive: see the log above for why)")
 	}
 	fmt.Fprintln(w, verdict(a, b))
 	for _, r := range []struct {
