@@ -214,7 +214,7 @@ func render(file string, tmpl []byte, src sources) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("template after rendering: %w", err)
 	}
-	port, reloadArgs := rootBlock(blocks)
+	root := rootBlock(blocks)
 	health, healthAt, err := healthPort(file, blocks)
 	if err != nil {
 		return nil, err
@@ -242,7 +242,7 @@ func render(file string, tmpl []byte, src sources) ([]byte, error) {
 		out.WriteByte('\n')
 	}
 	for _, s := range src.stubs {
-		writeStub(&out, s, port, reloadArgs, src.localIPs, inject)
+		writeStub(&out, s, root, src.localIPs, inject)
 	}
 	result := out.Bytes()
 	if err := checkRendered(file, result); err != nil {
@@ -251,37 +251,53 @@ func render(file string, tmpl []byte, src sources) ([]byte, error) {
 	return result, nil
 }
 
-// rootBlock finds the port and the reload arguments of the template's root
-// zone block, which the stub domain blocks copy (node-cache serves stub
-// domains on the port of its other blocks).
-func rootBlock(blocks []caddyfile.ServerBlock) (port string, reloadArgs []string) {
-	port = "53"
+// root is what stub domain blocks copy from the template's root zone block:
+// its port (node-cache serves stub domains on the port of its other blocks),
+// its reload arguments (the reload plugin keeps the last interval it reads),
+// and its bind addresses (the local IPs in node-cache's template).
+type root struct {
+	port       string
+	reloadArgs []string
+	bindArgs   []string
+}
+
+func rootBlock(blocks []caddyfile.ServerBlock) root {
+	r := root{port: "53"}
 	for i, b := range blocks {
-		root := false
+		isRoot := false
 		for _, k := range b.Keys {
 			host, p := splitKey(k)
 			if host == "." {
-				root = true
+				isRoot = true
 				if p != "" {
-					port = p
+					r.port = p
 				}
 			} else if i == 0 && p != "" {
-				port = p
+				r.port = p
 			}
 		}
-		if root {
-			if toks := b.Tokens["reload"]; len(toks) > 0 {
-				for _, t := range toks[1:] {
-					if t.Line != toks[0].Line {
-						break
-					}
-					reloadArgs = append(reloadArgs, t.Text)
-				}
-			}
-			return port, reloadArgs
+		if isRoot {
+			r.reloadArgs = lineArgs(b.Tokens["reload"])
+			r.bindArgs = lineArgs(b.Tokens["bind"])
+			return r
 		}
 	}
-	return port, nil
+	return r
+}
+
+// lineArgs returns the arguments on the line of a directive's first use.
+func lineArgs(toks []caddyfile.Token) []string {
+	if len(toks) == 0 {
+		return nil
+	}
+	var args []string
+	for _, t := range toks[1:] {
+		if t.Line != toks[0].Line || t.Text == "{" {
+			break
+		}
+		args = append(args, t.Text)
+	}
+	return args
 }
 
 func splitKey(k string) (host, port string) {
@@ -385,20 +401,24 @@ func directiveText(lines []string) string {
 	return b.String()
 }
 
-// writeStub writes node-cache's server block for one stub domain.
-func writeStub(out *bytes.Buffer, s stubDomain, port string, reloadArgs []string, local []netip.Addr, inject []string) {
-	fmt.Fprintf(out, "%s:%s {\n", s.domain, port)
-	out.WriteString("    errors\n")
-	out.WriteString("    " + stubCache + "\n")
-	out.WriteString("    " + strings.TrimSpace("reload "+strings.Join(reloadArgs, " ")) + "\n")
-	out.WriteString("    loop\n")
-	if len(local) > 0 {
-		out.WriteString("    bind " + joinAddrs(local) + "\n")
-	}
-	out.WriteString("    forward . " + strings.Join(s.servers, " ") + "\n")
+// writeStub writes node-cache's server block for one stub domain. It binds
+// what the root block binds, else the local IPs, else nothing.
+func writeStub(out *bytes.Buffer, s stubDomain, r root, local []netip.Addr, inject []string) {
+	fmt.Fprintf(out, "%s:%s {\n", s.domain, r.port)
 	if inject != nil {
 		out.WriteString(directiveText(inject) + "\n")
 	}
+	out.WriteString("    errors\n")
+	out.WriteString("    " + stubCache + "\n")
+	out.WriteString("    " + strings.Join(append([]string{"reload"}, r.reloadArgs...), " ") + "\n")
+	out.WriteString("    loop\n")
+	switch {
+	case len(r.bindArgs) > 0:
+		out.WriteString("    bind " + strings.Join(r.bindArgs, " ") + "\n")
+	case len(local) > 0:
+		out.WriteString("    bind " + joinAddrs(local) + "\n")
+	}
+	out.WriteString("    forward . " + strings.Join(s.servers, " ") + "\n")
 	out.WriteString("}\n")
 }
 
