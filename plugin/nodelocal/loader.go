@@ -1,0 +1,198 @@
+package nodelocal
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/plugin"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+var (
+	configChanges = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "nodelocal",
+		Name:      "config_changes_total",
+		Help:      "Counter of rendered Corefiles that differ from the one before (the first one included).",
+	})
+	configRejections = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "nodelocal",
+		Name:      "config_rejections_total",
+		Help:      "Counter of distinct bad templates or kube-dns ConfigMaps rejected; the last good Corefile stays.",
+	})
+)
+
+// loaderName is the name of the Corefile loader in caddy.
+const loaderName = "nodelocal"
+
+// corefileLoader is the process's loader, bound to the command-line flags.
+// Tests swap it with setLoader.
+var (
+	loaderMu       sync.Mutex
+	corefileLoader = newTemplateLoader(registerFlags(flag.CommandLine))
+)
+
+func init() {
+	caddy.RegisterCaddyfileLoader(loaderName, caddy.LoaderFunc(func(serverType string) (caddy.Input, error) {
+		loaderMu.Lock()
+		l := corefileLoader
+		loaderMu.Unlock()
+		return l.Load(serverType)
+	}))
+}
+
+// templateLoader renders node-cache's Corefile template. The reload plugin
+// calls it on every check, so it is cheap, and it is deterministic: the same
+// inputs give the same bytes, so an unchanged input never causes a reload.
+type templateLoader struct {
+	flags      *compatFlags
+	resolvConf string
+
+	mu      sync.Mutex
+	good    []byte // the last good rendering
+	lastErr string // the last rejection logged, "" after a good one
+}
+
+func newTemplateLoader(f *compatFlags) *templateLoader {
+	return &templateLoader{flags: f, resolvConf: defaultResolvConf}
+}
+
+// Load implements caddy.Loader. With node-cache flags it renders
+// -basecorefile and writes the result to -conf. Without, it reads -conf as
+// CoreDNS does, rendering in memory a file that holds __PILLAR__ placeholders.
+// With neither, it returns nothing and CoreDNS's default loader reads
+// ./Corefile.
+func (l *templateLoader) Load(serverType string) (caddy.Input, error) {
+	f := l.flags
+	if f.compat() {
+		l.mu.Lock()
+		first := l.good == nil
+		l.mu.Unlock()
+		if first {
+			if err := f.check(); err != nil {
+				return nil, err
+			}
+		}
+		f.serveMetrics()
+		return l.load(serverType, f.baseCorefile, f.conf.path, true)
+	}
+	switch conf := f.conf.path; conf {
+	case "":
+		return nil, nil
+	case "stdin":
+		return caddy.CaddyfileFromPipe(os.Stdin, serverType)
+	default:
+		body, err := os.ReadFile(filepath.Clean(conf))
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Contains(body, []byte("__PILLAR__")) {
+			return caddy.CaddyfileInput{Contents: body, Filepath: conf, ServerTypeName: serverType}, nil
+		}
+		return l.load(serverType, conf, "", false)
+	}
+}
+
+// load renders tmplPath, keeping the last good rendering on a bad input.
+// out, when set, receives each new rendering. On the first load a bad
+// input is an error, so the start fails with it.
+func (l *templateLoader) load(serverType, tmplPath, out string, compat bool) (caddy.Input, error) {
+	body, err := l.render(tmplPath, compat)
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	path := tmplPath
+	if out != "" {
+		path = out
+	}
+	if err != nil {
+		if msg := err.Error(); msg != l.lastErr {
+			l.lastErr = msg
+			setupErrors.WithLabelValues(errConfigmap).Inc()
+			configRejections.Inc()
+			if l.good != nil {
+				log.Errorf("Corefile not changed, keeping the last good one: %v", err)
+			}
+		}
+		if l.good == nil {
+			return nil, err
+		}
+		return caddy.CaddyfileInput{Contents: l.good, Filepath: path, ServerTypeName: serverType}, nil
+	}
+	if l.lastErr != "" {
+		log.Infof("Corefile inputs good again")
+		l.lastErr = ""
+	}
+	if !bytes.Equal(body, l.good) {
+		configChanges.Inc()
+		if out != "" {
+			if werr := writeFileAtomic(out, body); werr != nil {
+				log.Errorf("Write rendered Corefile: %v", werr)
+			}
+		}
+		log.Infof("Rendered Corefile from %s:\n%s", tmplPath, body)
+		l.good = body
+	}
+	return caddy.CaddyfileInput{Contents: l.good, Filepath: path, ServerTypeName: serverType}, nil
+}
+
+// render gathers the sources and renders the template; it changes nothing.
+func (l *templateLoader) render(tmplPath string, compat bool) ([]byte, error) {
+	f := l.flags
+	tmpl, err := os.ReadFile(tmplPath)
+	if err != nil {
+		return nil, fmt.Errorf("read Corefile template: %w", err)
+	}
+	var src sources
+	if f.localIP != "" {
+		if src.localIPs, err = parseLocalIPs([]string{f.localIP}); err != nil {
+			return nil, fmt.Errorf("-localip: %w", err)
+		}
+	}
+	src.clusterDNS, src.clusterErr = UpstreamIP(f.upstreamSvc)
+	if compat && src.clusterErr != nil {
+		// The injected directive names the Service too: fail here, clearly.
+		return nil, src.clusterErr
+	}
+	kd, err := readKubeDNS(f.kubeDNSCM)
+	if err != nil {
+		return nil, err
+	}
+	src.stubs = kd.stubs
+	if src.upstreams = kd.upstreams; len(src.upstreams) == 0 {
+		src.upstreams, src.upstreamsErr = resolvConfServers(l.resolvConf)
+	}
+	if compat {
+		src.directive = f.directiveLines
+	}
+	return render(tmplPath, tmpl, src)
+}
+
+// writeFileAtomic replaces path with body, so a reader never sees half a file.
+func writeFileAtomic(path string, body []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(body); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,448 @@
+package nodelocal
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/coredns/caddy/caddyfile"
+)
+
+// node-cache's Corefile template placeholders.
+const (
+	phClusterDNS = "__PILLAR__CLUSTER__DNS__"
+	phUpstreams  = "__PILLAR__UPSTREAM__SERVERS__"
+	phLocalDNS   = "__PILLAR__LOCAL__DNS__"
+	phDNSServer  = "__PILLAR__DNS__SERVER__"
+)
+
+var anyPlaceholder = regexp.MustCompile(`__PILLAR__[A-Z0-9_]*__`)
+
+// stubCache is the cache line of node-cache's stub domain blocks.
+const stubCache = "cache 30"
+
+// sources is everything a render needs besides the template; the loader
+// gathers it, render itself reads nothing.
+type sources struct {
+	localIPs     []netip.Addr
+	clusterDNS   netip.Addr // invalid when unknown
+	clusterErr   error      // why clusterDNS is unknown
+	upstreams    []string   // for __PILLAR__UPSTREAM__SERVERS__
+	upstreamsErr error
+	stubs        []stubDomain
+	// directive gives the settings lines of the nodelocal block to inject
+	// into every server block, given the port of the template's health line
+	// (0 when it has none); nil injects nothing.
+	directive func(templateHealthPort int) ([]string, error)
+}
+
+// token is one Corefile token as caddy's lexer cuts it, with its byte span.
+type token struct {
+	start, end int // raw span in the input, quotes included
+	line       int
+	depth      int // brace depth before the token
+	text       string
+}
+
+// tokenize cuts a Corefile the way caddy's lexer does: whitespace separates
+// tokens, '#' starts a comment to the end of the line, double quotes group
+// (with \" escaped). It also tracks brace depth.
+func tokenize(b []byte) []token {
+	var out []token
+	line, depth := 1, 0
+	for i := 0; i < len(b); {
+		c := b[i]
+		switch {
+		case c == '\n':
+			line++
+			i++
+			continue
+		case c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v':
+			i++
+			continue
+		case c == '#':
+			for i < len(b) && b[i] != '\n' {
+				i++
+			}
+			continue
+		}
+		t := token{start: i, line: line, depth: depth}
+		if c == '"' {
+			i++
+			for i < len(b) && b[i] != '"' {
+				if b[i] == '\\' && i+1 < len(b) {
+					i++
+				}
+				if b[i] == '\n' {
+					line++
+				}
+				i++
+			}
+			if i < len(b) {
+				i++
+			}
+		} else {
+			for i < len(b) && !isSpace(b[i]) && b[i] != '#' {
+				i++
+			}
+		}
+		t.end = i
+		t.text = string(b[t.start:t.end])
+		switch t.text {
+		case "{":
+			depth++
+		case "}":
+			depth--
+			t.depth = depth
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'
+}
+
+// substitute fills the placeholders token by token. A token that is only
+// __PILLAR__LOCAL__DNS__ becomes every local IP (as in bind); inside a
+// longer token (health __PILLAR__LOCAL__DNS__:8080) it is the first local IP.
+// A leftover __PILLAR__DNS__SERVER__ (IPVS mode) is removed. Any other
+// placeholder left is an error.
+func substitute(file string, tmpl []byte, src sources) ([]byte, error) {
+	var out bytes.Buffer
+	last := 0
+	for _, t := range tokenize(tmpl) {
+		if !strings.Contains(t.text, "__PILLAR__") {
+			continue
+		}
+		v := t.text
+		var err error
+		if v, err = fill(v, src); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", file, t.line, err)
+		}
+		if m := anyPlaceholder.FindString(v); m != "" {
+			return nil, fmt.Errorf("%s:%d: unknown placeholder %s left in %q after rendering", file, t.line, m, t.text)
+		}
+		prev := tmpl[last:t.start]
+		if v == "" {
+			// Drop the token with the blanks before it, keep the line.
+			prev = bytes.TrimRight(prev, " \t")
+		}
+		out.Write(prev)
+		out.WriteString(v)
+		last = t.end
+	}
+	out.Write(tmpl[last:])
+	return out.Bytes(), nil
+}
+
+func fill(v string, src sources) (string, error) {
+	if v == phDNSServer {
+		return "", nil
+	}
+	v = strings.ReplaceAll(v, ","+phDNSServer, "")
+	v = strings.ReplaceAll(v, phDNSServer, "")
+
+	if strings.Contains(v, phLocalDNS) {
+		if len(src.localIPs) == 0 {
+			return "", fmt.Errorf("%s needs the local IPs: give -localip", phLocalDNS)
+		}
+		if v == phLocalDNS {
+			v = joinAddrs(src.localIPs)
+		} else {
+			v = replaceAddr(v, phLocalDNS, src.localIPs[0])
+		}
+	}
+	if strings.Contains(v, phClusterDNS) {
+		if !src.clusterDNS.IsValid() {
+			return "", fmt.Errorf("%s: %w", phClusterDNS, src.clusterErr)
+		}
+		v = replaceAddr(v, phClusterDNS, src.clusterDNS)
+	}
+	if strings.Contains(v, phUpstreams) {
+		if src.upstreamsErr != nil {
+			return "", fmt.Errorf("%s: %w", phUpstreams, src.upstreamsErr)
+		}
+		if len(src.upstreams) == 0 {
+			return "", fmt.Errorf("%s: no upstream servers", phUpstreams)
+		}
+		v = strings.ReplaceAll(v, phUpstreams, strings.Join(src.upstreams, " "))
+	}
+	return v, nil
+}
+
+// replaceAddr puts ip in place of ph, bracketing an IPv6 address that a
+// port follows ([2001:2::1]:53) unless the template brackets it already.
+func replaceAddr(v, ph string, ip netip.Addr) string {
+	for {
+		i := strings.Index(v, ph)
+		if i < 0 {
+			return v
+		}
+		s := ip.String()
+		after := v[i+len(ph):]
+		if ip.Is6() && strings.HasPrefix(after, ":") && !strings.HasSuffix(v[:i], "[") {
+			s = "[" + s + "]"
+		}
+		v = v[:i] + s + after
+	}
+}
+
+func joinAddrs(ips []netip.Addr) string {
+	s := make([]string, len(ips))
+	for i, ip := range ips {
+		s[i] = ip.String()
+	}
+	return strings.Join(s, " ")
+}
+
+// render turns a node-cache template into the Corefile CoreDNS runs:
+// placeholders filled, one server block per stub domain appended (sorted),
+// and the nodelocal directive injected into every server block when src
+// carries one. It is pure: the same template and sources give the same bytes.
+func render(file string, tmpl []byte, src sources) ([]byte, error) {
+	body, err := substitute(file, tmpl, src)
+	if err != nil {
+		return nil, err
+	}
+	blocks, err := caddyfile.Parse(file, bytes.NewReader(body), nil)
+	if err != nil {
+		return nil, fmt.Errorf("template after rendering: %w", err)
+	}
+	root := rootBlock(blocks)
+	health, healthAt, err := healthPort(file, blocks)
+	if err != nil {
+		return nil, err
+	}
+
+	var inject []string
+	if src.directive != nil {
+		if at := directiveAt(file, blocks); at != "" {
+			return nil, fmt.Errorf("%s has its own nodelocal directive (%s) and node-cache flags are given: set the node in one place, the flags or the directive", file, at)
+		}
+		if inject, err = src.directive(health); err != nil {
+			if healthAt != "" {
+				err = fmt.Errorf("%w (health line at %s)", err, healthAt)
+			}
+			return nil, err
+		}
+		if body, err = injectDirective(file, body, inject); err != nil {
+			return nil, err
+		}
+	}
+
+	var out bytes.Buffer
+	out.Write(body)
+	if len(body) > 0 && body[len(body)-1] != '\n' {
+		out.WriteByte('\n')
+	}
+	for _, s := range src.stubs {
+		writeStub(&out, s, root, src.localIPs, inject)
+	}
+	result := out.Bytes()
+	if err := checkRendered(file, result); err != nil {
+		return nil, err
+	}
+	return result, nil
+}
+
+// root is what stub domain blocks copy from the template's root zone block:
+// its port (node-cache serves stub domains on the port of its other blocks),
+// its reload arguments (the reload plugin keeps the last interval it reads),
+// and its bind addresses (the local IPs in node-cache's template).
+type root struct {
+	port       string
+	reloadArgs []string
+	bindArgs   []string
+}
+
+func rootBlock(blocks []caddyfile.ServerBlock) root {
+	r := root{port: "53"}
+	for i, b := range blocks {
+		isRoot := false
+		for _, k := range b.Keys {
+			host, p := splitKey(k)
+			if host == "." {
+				isRoot = true
+				if p != "" {
+					r.port = p
+				}
+			} else if i == 0 && p != "" {
+				r.port = p
+			}
+		}
+		if isRoot {
+			r.reloadArgs = lineArgs(b.Tokens["reload"])
+			r.bindArgs = lineArgs(b.Tokens["bind"])
+			return r
+		}
+	}
+	return r
+}
+
+// lineArgs returns the arguments on the line of a directive's first use.
+func lineArgs(toks []caddyfile.Token) []string {
+	if len(toks) == 0 {
+		return nil
+	}
+	var args []string
+	for _, t := range toks[1:] {
+		if t.Line != toks[0].Line || t.Text == "{" {
+			break
+		}
+		args = append(args, t.Text)
+	}
+	return args
+}
+
+func splitKey(k string) (host, port string) {
+	if i := strings.Index(k, "://"); i >= 0 {
+		k = k[i+3:]
+	}
+	if i := strings.LastIndex(k, ":"); i >= 0 && !strings.Contains(k[i:], "]") {
+		return k[:i], k[i+1:]
+	}
+	return k, ""
+}
+
+// healthPort returns the port of the template's health line(s), 0 when there
+// is none, and where the first one is.
+func healthPort(file string, blocks []caddyfile.ServerBlock) (int, string, error) {
+	port, at := 0, ""
+	for _, b := range blocks {
+		toks := b.Tokens["health"]
+		d := caddyfile.NewDispenserTokens(file, toks)
+		for d.Next() {
+			if d.Val() != "health" {
+				continue
+			}
+			line := d.Line()
+			addr := ":8080" // the health plugin's default
+			if d.NextArg() {
+				addr = d.Val()
+			}
+			_, ps, err := net.SplitHostPort(addr)
+			p, perr := strconv.Atoi(ps)
+			if err != nil || perr != nil {
+				return 0, "", fmt.Errorf("%s:%d: health address %q has no port", file, line, addr)
+			}
+			here := fmt.Sprintf("%s:%d", file, line)
+			if port != 0 && p != port {
+				return 0, "", fmt.Errorf("health ports differ: %d at %s and %d at %s", port, at, p, here)
+			}
+			if port == 0 {
+				port, at = p, here
+			}
+			for d.NextBlock() {
+			}
+		}
+	}
+	return port, at, nil
+}
+
+func directiveAt(file string, blocks []caddyfile.ServerBlock) string {
+	for _, b := range blocks {
+		if toks := b.Tokens[pluginName]; len(toks) > 0 {
+			return fmt.Sprintf("%s:%d", file, toks[0].Line)
+		}
+	}
+	return ""
+}
+
+// injectDirective writes a nodelocal block right after the opening brace of
+// every server block (snippet definitions excepted).
+func injectDirective(file string, body []byte, lines []string) ([]byte, error) {
+	block := directiveText(lines)
+	var out bytes.Buffer
+	last, blocks := 0, 0
+	keyStart := true
+	snippet := false
+	for _, t := range tokenize(body) {
+		if t.depth != 0 {
+			continue
+		}
+		switch t.text {
+		case "{":
+			if !snippet {
+				out.Write(body[last:t.end])
+				out.WriteString("\n" + block)
+				last = t.end
+				blocks++
+			}
+		case "}":
+			keyStart, snippet = true, false
+		default:
+			if keyStart {
+				snippet = strings.HasPrefix(t.text, "(") && strings.HasSuffix(t.text, ")")
+				keyStart = false
+			}
+		}
+	}
+	out.Write(body[last:])
+	if blocks == 0 {
+		return nil, fmt.Errorf("%s: no server block in braces to add the nodelocal directive to", file)
+	}
+	return out.Bytes(), nil
+}
+
+// directiveText indents the nodelocal block as node-cache's template does.
+func directiveText(lines []string) string {
+	var b strings.Builder
+	b.WriteString("    nodelocal {\n")
+	for _, l := range lines {
+		b.WriteString("        " + l + "\n")
+	}
+	b.WriteString("    }")
+	return b.String()
+}
+
+// writeStub writes node-cache's server block for one stub domain. It binds
+// what the root block binds, else the local IPs, else nothing.
+func writeStub(out *bytes.Buffer, s stubDomain, r root, local []netip.Addr, inject []string) {
+	fmt.Fprintf(out, "%s:%s {\n", s.domain, r.port)
+	if inject != nil {
+		out.WriteString(directiveText(inject) + "\n")
+	}
+	out.WriteString("    errors\n")
+	out.WriteString("    " + stubCache + "\n")
+	out.WriteString("    " + strings.Join(append([]string{"reload"}, r.reloadArgs...), " ") + "\n")
+	out.WriteString("    loop\n")
+	switch {
+	case len(r.bindArgs) > 0:
+		out.WriteString("    bind " + strings.Join(r.bindArgs, " ") + "\n")
+	case len(local) > 0:
+		out.WriteString("    bind " + joinAddrs(local) + "\n")
+	}
+	out.WriteString("    forward . " + strings.Join(s.servers, " ") + "\n")
+	out.WriteString("}\n")
+}
+
+// checkRendered parses the result and checks what CoreDNS would only find
+// later or not at all: every forward line has a destination.
+func checkRendered(file string, body []byte) error {
+	blocks, err := caddyfile.Parse(file, bytes.NewReader(body), nil)
+	if err != nil {
+		return fmt.Errorf("rendered Corefile: %w", err)
+	}
+	for _, b := range blocks {
+		d := caddyfile.NewDispenserTokens(file, b.Tokens["forward"])
+		for d.Next() {
+			if d.Val() != "forward" {
+				continue
+			}
+			line := d.Line()
+			args := d.RemainingArgs()
+			if len(args) < 2 {
+				return fmt.Errorf("%s:%d: forward has no upstream after rendering (%q)", file, line, args)
+			}
+			for d.NextBlock() {
+			}
+		}
+	}
+	return nil
+}
