@@ -12,7 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/internal/nstest"
+	"github.com/nodelocaldns/nodelocaldns/internal/nstest"
 )
 
 // The built binary with the official DaemonSet's args, in a throwaway

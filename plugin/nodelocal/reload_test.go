@@ -21,19 +21,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/netif"
-	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 )
-
-// templateFakeHost stands in for the node: the loader tests run CoreDNS for
-// real but must not touch the host's links or rules.
-type templateFakeHost struct{}
-
-func (templateFakeHost) EnsureLink(netif.Spec) ([]string, error)  { return nil, nil }
-func (templateFakeHost) RemoveLink(netif.Spec) error              { return nil }
-func (templateFakeHost) EnsureRules(rules.Spec) ([]string, error) { return nil, nil }
-func (templateFakeHost) RemoveRules(rules.Spec) error             { return nil }
 
 var directivesOnce sync.Once
 
@@ -110,9 +98,7 @@ func TestReloadFollowsConfigMap(t *testing.T) {
 		t.Skip("starts CoreDNS and waits for the reload plugin")
 	}
 	useTestDirectives(t)
-	oldHost := newHost
-	newHost = func(Config) (Host, error) { return templateFakeHost{}, nil }
-	t.Cleanup(func() { newHost = oldHost })
+	withFakeHost(t)
 
 	up1, up2, stub := fakeUpstream(t, "198.18.1.1"), fakeUpstream(t, "198.18.1.2"), fakeUpstream(t, "198.18.1.3")
 	port := freePort(t)
