@@ -53,6 +53,7 @@ type node struct {
 	mu         sync.Mutex // serialises ensure and teardown
 	host       Host
 	ready      atomic.Bool
+	linkUp     bool // the link and addresses were put in place by this node
 	restarting bool // between OnRestart and the outcome of a reload
 	handedOver bool // another instance on the node keeps the node state
 	torn       bool
@@ -67,6 +68,7 @@ func newNode(s *shared) *node { return &node{s: s} }
 // lives in OnFinalShutdown (never on a reload) and in the process-exit hook;
 // OnShutdown only starts the drain, and only when the process is stopping.
 func registerLifecycle(c *caddy.Controller, n *node) {
+	c.OnFirstStartup(n.firstStartup)
 	c.OnStartup(n.startup)
 	c.OnRestart(n.restart)
 	c.OnRestartFailed(n.resume)
@@ -102,16 +104,57 @@ func (n *node) spec() hostSpec {
 	return hs
 }
 
-// startup runs before the listeners open.
+// firstStartup runs on the process's first start, before every plugin's
+// OnStartup: the link and addresses go in here, so that the listeners other
+// plugins open in their OnStartup (health and ready on the local IP, as
+// node-cache's template has them) can bind, as the DNS listeners will.
+func (n *node) firstStartup() error {
+	procMu.Lock()
+	defer procMu.Unlock()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.setupLink()
+}
+
+// setupLink creates the host backend and puts the link and addresses in
+// place; a failure removes what it added. Called with procMu and n.mu held.
+func (n *node) setupLink() error {
+	if n.linkUp {
+		return nil
+	}
+	if n.s.bindErr != nil {
+		return fmt.Errorf("%s: %s: %w", pluginName, n.s.pos, n.s.bindErr)
+	}
+	if n.host == nil {
+		h, err := newHost(n.s.cfg)
+		if err != nil {
+			return fmt.Errorf("%s: %w", pluginName, err)
+		}
+		n.host = h
+	}
+	link := n.spec().link
+	if link.Name != "" {
+		if _, err := n.host.EnsureLink(link); err != nil {
+			countSetupError(err, errInterfaceAdd)
+			err = fmt.Errorf("interface %s: %w", link.Name, err)
+			if rerr := n.host.RemoveLink(link); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("undo: %w", rerr))
+			}
+			return fmt.Errorf("%s: %w", pluginName, err)
+		}
+	}
+	n.linkUp = true
+	return nil
+}
+
+// startup runs before the DNS listeners open.
 //
-// On the process's first start it puts the link and addresses in place (so
-// bind to the local IPs succeeds) and leaves the rules to the reconcile
-// loop, which writes them as soon as this process's listeners are open: a
+// When no instance of this process has the node yet (a first start: the
+// link is up from firstStartup) it leaves the rules to the reconcile loop,
+// which writes them as soon as this process's listeners are open: a
 // NOTRACK rule ahead of the listener would turn a query into "connection
 // refused", while without it queries to the kube-dns IP still take
-// kube-proxy's path (and a handoff path left by a predecessor still
-// works). A failure here removes whatever was added: never a
-// half-installed node.
+// kube-proxy's path (and a handoff path left by a predecessor still works).
 //
 // On a reload the listeners are handed over open, so everything is ensured
 // at once; a failure leaves the node as the running instance has it.
@@ -124,17 +167,15 @@ func (n *node) startup() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 
-	first := active == nil
-	if n.host == nil {
-		h, err := newHost(n.s.cfg)
-		if err != nil {
-			return fmt.Errorf("%s: %w", pluginName, err)
+	if active != nil {
+		if n.host == nil {
+			h, err := newHost(n.s.cfg)
+			if err != nil {
+				return fmt.Errorf("%s: %w", pluginName, err)
+			}
+			n.host = h
 		}
-		n.host = h
-	}
-	want := n.spec()
-	if !first {
-		if _, err := n.transition(applied, want); err != nil {
+		if _, err := n.transition(applied, n.spec()); err != nil {
 			return fmt.Errorf("%s: %w", pluginName, err)
 		}
 		active = n
@@ -143,15 +184,10 @@ func (n *node) startup() error {
 		return nil
 	}
 
-	if want.link.Name != "" {
-		if _, err := n.host.EnsureLink(want.link); err != nil {
-			countSetupError(err, errInterfaceAdd)
-			err = fmt.Errorf("interface %s: %w", want.link.Name, err)
-			if rerr := n.host.RemoveLink(want.link); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("undo: %w", rerr))
-			}
-			return fmt.Errorf("%s: %w", pluginName, err)
-		}
+	// A reload that brings nodelocal into a running process has had no
+	// firstStartup.
+	if err := n.setupLink(); err != nil {
+		return err
 	}
 	if me == nil && n.s.cfg.StateDir != "" {
 		p, err := announce(n.s.cfg.StateDir)
@@ -161,7 +197,7 @@ func (n *node) startup() error {
 		me = p
 	}
 	active = n
-	applied = &hostSpec{link: want.link, rules: rules.Spec{Mode: rules.ModeNone}}
+	applied = &hostSpec{link: n.spec().link, rules: rules.Spec{Mode: rules.ModeNone}}
 	n.startReconcile(true)
 	exitHook.Do(func() { caddy.OnProcessExit = append(caddy.OnProcessExit, processExit) })
 	return nil
