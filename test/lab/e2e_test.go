@@ -324,7 +324,7 @@ func TestPluginHostSetup(t *testing.T) {
 	if !strings.Contains(raw, lab.KubeDNSIP) || !strings.Contains(raw, "NOTRACK") && !strings.Contains(raw, "--notrack") {
 		t.Errorf("No NOTRACK rule for %s in the raw table:\n%s", lab.KubeDNSIP, raw)
 	}
-	if _, err := lab.HTTPGet(l.Node, "127.0.0.1:8181", "/ready"); err != nil {
+	if _, err := lab.HTTPGet(l.Node, "169.254.20.10:8181", "/ready"); err != nil {
 		t.Errorf("Ready: %v", err)
 	}
 	runChecks(t, l.Pod1, lab.KubeDNSIP, clusterChecks[:2])
