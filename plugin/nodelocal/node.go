@@ -116,6 +116,19 @@ func (n *node) firstStartup() error {
 	return n.setupLink()
 }
 
+// ensureHost builds the host backend once per node.
+func (n *node) ensureHost() error {
+	if n.host != nil {
+		return nil
+	}
+	h, err := newHost(n.s.cfg)
+	if err != nil {
+		return fmt.Errorf("%s: %w", pluginName, err)
+	}
+	n.host = h
+	return nil
+}
+
 // setupLink creates the host backend and puts the link and addresses in
 // place; a failure removes what it added. Called with procMu and n.mu held.
 func (n *node) setupLink() error {
@@ -125,12 +138,8 @@ func (n *node) setupLink() error {
 	if n.s.bindErr != nil {
 		return fmt.Errorf("%s: %s: %w", pluginName, n.s.pos, n.s.bindErr)
 	}
-	if n.host == nil {
-		h, err := newHost(n.s.cfg)
-		if err != nil {
-			return fmt.Errorf("%s: %w", pluginName, err)
-		}
-		n.host = h
+	if err := n.ensureHost(); err != nil {
+		return err
 	}
 	link := n.spec().link
 	if link.Name != "" {
@@ -168,12 +177,8 @@ func (n *node) startup() error {
 	defer n.mu.Unlock()
 
 	if active != nil {
-		if n.host == nil {
-			h, err := newHost(n.s.cfg)
-			if err != nil {
-				return fmt.Errorf("%s: %w", pluginName, err)
-			}
-			n.host = h
+		if err := n.ensureHost(); err != nil {
+			return err
 		}
 		if _, err := n.transition(applied, n.spec()); err != nil {
 			return fmt.Errorf("%s: %w", pluginName, err)
