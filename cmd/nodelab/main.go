@@ -80,7 +80,6 @@ type common struct {
 	delay    time.Duration
 	inflight int
 	qps      float64
-	setup    string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -88,7 +87,6 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.delay, "delay", 1500*time.Microsecond, "delay each upstream DNS pod adds to its answers (cross-node hop)")
 	fs.IntVar(&c.inflight, "inflight", 64, "queries each upstream DNS pod works on at once")
 	fs.Float64Var(&c.qps, "qps", 0, "queries/s each upstream DNS pod answers at most (0: no cap)")
-	fs.StringVar(&c.setup, "host-setup", "auto", "who sets up the cache's link and rules: plugin (the nodelocal directive), lab (stand-in), auto")
 }
 
 func (c *common) config() (lab.Config, error) {
@@ -98,11 +96,6 @@ func (c *common) config() (lab.Config, error) {
 	}
 	cfg := lab.DefaultConfig(root)
 	cfg.Delay, cfg.Inflight, cfg.QPS, cfg.Logf = c.delay, c.inflight, c.qps, logf
-	switch lab.HostSetup(c.setup) {
-	case lab.HostPlugin, lab.HostLab, lab.HostAuto:
-	default:
-		return cfg, fmt.Errorf("-host-setup %q: want plugin, lab or auto", c.setup)
-	}
 	return cfg, nil
 }
 
@@ -141,7 +134,7 @@ func up(ctx context.Context, args []string) error {
 	}
 	return withLab(ctx, cfg, func(l *lab.Lab) error {
 		if *withCache {
-			if _, err := l.StartCache(ctx, lab.HostSetup(c.setup)); err != nil {
+			if _, err := l.StartCache(ctx); err != nil {
 				return err
 			}
 		}
@@ -205,7 +198,6 @@ func demo(ctx context.Context, args []string) error {
 		cfg.ServerCPU, loadCPU = "0", "1"
 	}
 	var without, with row
-	var setup lab.HostSetup
 	err = withLab(ctx, cfg, func(l *lab.Lab) error {
 		spec := lab.LoadSpec{Pod: l.Pod1, Resolver: *resolver, Concurrency: *conc, Duration: *dur, Hosts: []string{*host}, CPU: loadCPU}
 		servers := []string{l.Node, l.DNS1, l.DNS2}
@@ -234,11 +226,9 @@ func demo(ctx context.Context, args []string) error {
 		if err := measure(&without, "without the cache (kube-proxy DNAT to the CoreDNS pods)"); err != nil {
 			return err
 		}
-		cache, err := l.StartCache(ctx, lab.HostSetup(c.setup))
-		if err != nil {
+		if _, err := l.StartCache(ctx); err != nil {
 			return err
 		}
-		setup = cache.Setup
 		if err := measure(&with, "with the node cache"); err != nil {
 			return err
 		}
@@ -247,11 +237,11 @@ func demo(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	printTable(os.Stdout, *conc, *dur, *resolver, *host, without, with, setup)
+	printTable(os.Stdout, *conc, *dur, *resolver, *host, without, with)
 	return nil
 }
 
-func printTable(w io.Writer, conc int, dur time.Duration, resolver, host string, a, b row, setup lab.HostSetup) {
+func printTable(w io.Writer, conc int, dur time.Duration, resolver, host string, a, b row) {
 	fmt.Fprintf(w, "\n%d concurrent %s lookups of %s for %v from a pod (nameserver %s, ndots:5)\n\n", conc, resolver, host, dur, lab.KubeDNSIP)
 	fmt.Fprintf(w, "%-34s %18s %18s\n", "", "kube-proxy DNAT", "node cache")
 	line := func(name, f string, x, y any) {
@@ -268,9 +258,6 @@ func printTable(w io.Writer, conc int, dur time.Duration, resolver, host string,
 	line("conntrack entries, pod DNS", "%d", a.flows, b.flows)
 	line("UDP drops, full server sockets", "%d", a.drops, b.drops)
 	fmt.Fprintln(w)
-	if setup == lab.HostLab {
-		fmt.Fprintln(w, "(cache link and NOTRACK rules set up by the lab's stand-in, not by the nodelocal directive: see the log above for why)")
-	}
 	fmt.Fprintln(w, verdict(a, b))
 	for _, r := range []struct {
 		name string

@@ -141,11 +141,10 @@ func TestNodeLab(t *testing.T) {
 		}
 	})
 
-	cache, err := l.StartCache(ctx, lab.HostAuto)
+	cache, err := l.StartCache(ctx)
 	if err != nil {
 		t.Fatalf("Start the node cache: %v", err)
 	}
-	t.Logf("node cache host set-up: %s", cache.Setup)
 
 	t.Run("CachePath", func(t *testing.T) {
 		runChecks(t, l.Pod1, lab.KubeDNSIP, clusterChecks)
@@ -258,7 +257,7 @@ func TestNodeLab(t *testing.T) {
 			t.Errorf("After stop the pod's query left no conntrack entry: it did not take the kube-proxy path")
 		}
 		time.Sleep(2 * time.Second)
-		cache, err = l.StartCache(ctx, lab.HostAuto)
+		cache, err = l.StartCache(ctx)
 		if err != nil {
 			t.Fatalf("Start the cache again: %v", err)
 		}
@@ -290,9 +289,6 @@ func TestNodeLab(t *testing.T) {
 // restore of the filter table is repaired, SIGTERM removes everything and
 // pods fall back to kube-proxy.
 func TestPluginHostSetup(t *testing.T) {
-	if !lab.HasHostBackends("../../bin/coredns") {
-		t.Skip("waits for branch hostnet: bin/coredns has no nodelocal host backends yet (netlink link, iptables rules)")
-	}
 	l := newLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -302,17 +298,9 @@ func TestPluginHostSetup(t *testing.T) {
 		t.Fatal(err)
 	}
 	corefile := string(src)
-	cache, err := l.StartCacheConf(ctx, lab.HostPlugin, corefile)
+	cache, err := l.StartCacheConf(ctx, corefile)
 	if err != nil {
-		// Known: health and ready listen on 169.254.20.10 in their
-		// OnStartup, which runs before nodelocal's (plugin.cfg order), so on
-		// a fresh node the address is not there yet. Report it, then check
-		// the rest with those two listening on every address.
-		t.Errorf("Start the cache with Corefile.example on a fresh node: %v", err)
-		corefile = strings.NewReplacer("health 169.254.20.10:8080", "health :8080", "ready 169.254.20.10:8181", "ready :8181").Replace(corefile)
-		if cache, err = l.StartCacheConf(ctx, lab.HostPlugin, corefile); err != nil {
-			t.Fatalf("Start the cache with health and ready on every address: %v", err)
-		}
+		t.Fatalf("Start the cache with Corefile.example on a fresh node: %v", err)
 	}
 	addrs, _ := l.NodeRun(ctx, "ip", "-4", "addr", "show", "dev", "nodelocaldns")
 	for _, ip := range []string{lab.LocalIP, lab.KubeDNSIP} {
