@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"net/http"
@@ -201,31 +200,12 @@ const nodeCorefile = `.:53 {
 }
 `
 
-// httpStatus GETs path on addr with a connection made from the calling
-// goroutine, so it is made in the test's namespace (an http.Client dials
-// from other threads).
-func httpStatus(addr, path string) (int, error) {
-	conn, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
-	if err != nil {
-		return 0, err
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(time.Second))
-	fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr)
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		return 0, err
-	}
-	resp.Body.Close()
-	return resp.StatusCode, nil
-}
-
 // waitReady waits for the ready plugin to say 200: nodelocal has the rules in.
 func (c *cache) waitReady(limit time.Duration) time.Duration {
 	c.t.Helper()
 	deadline := c.start.Add(limit)
 	for {
-		if code, err := httpStatus("127.0.0.1:8181", "/ready"); err == nil && code == http.StatusOK {
+		if code, _, err := nstest.HTTPGet("127.0.0.1:8181", "/ready"); err == nil && code == http.StatusOK {
 			return time.Since(c.start)
 		}
 		if time.Now().After(deadline) {

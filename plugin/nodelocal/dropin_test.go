@@ -2,6 +2,7 @@ package nodelocal
 
 import (
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,13 +62,8 @@ func TestDropInDaemonSetArgs(t *testing.T) {
 
 	tmpl := filepath.Join(dir, "Corefile.base")
 	body := iptablesTemplate(t)
-	if os.Getenv("NODELOCAL_DROPIN_HEALTH") == "" {
-		// Known failure: health (before nodelocal in plugin.cfg) listens on
-		// 169.254.20.10:8080 in its OnStartup, before nodelocal's OnStartup
-		// has put the address on the node: "bind: cannot assign requested
-		// address". Set NODELOCAL_DROPIN_HEALTH=1 to run the official template
-		// unchanged once the node is set up before health listens.
-		body = strings.ReplaceAll(body, "    health 169.254.20.10:8080\n", "")
+	if !strings.Contains(body, "health 169.254.20.10:8080") {
+		t.Fatalf("The official template has no health line on the local IP:\n%s", body)
 	}
 	writeFile(t, tmpl, body)
 	cm := filepath.Join(dir, "kube-dns")
@@ -100,6 +96,19 @@ func TestDropInDaemonSetArgs(t *testing.T) {
 	})
 	if got := lookupA("198.18.0.10:53", "www.example.test."); got != "198.18.2.2" {
 		t.Errorf("www.example.test on 198.18.0.10: %q, want 198.18.2.2 from upstreamNameservers", got)
+	}
+
+	// The manifest's liveness probe and the setup-errors metric node-cache
+	// serves on -metrics-listen-address (default 0.0.0.0:9353).
+	if code, _, err := nstest.HTTPGet("169.254.20.10:8080", "/health"); code != http.StatusOK {
+		t.Errorf("Liveness probe GET 169.254.20.10:8080/health: status %d (%v), want 200", code, err)
+	}
+	if _, body, err := nstest.HTTPGet("127.0.0.1:9353", "/metrics"); !strings.Contains(body, "coredns_nodecache_setup_errors_total") {
+		t.Errorf("Metrics on :9353 (%v) lack coredns_nodecache_setup_errors_total:\n%.2000s", err, body)
+	}
+	rendered, err := os.ReadFile(filepath.Join(dir, "Corefile"))
+	if err != nil || strings.Contains(string(rendered), "__PILLAR__") || !strings.Contains(string(rendered), "forward . 198.18.0.11") {
+		t.Errorf("Rendered -conf Corefile (%v):\n%s", err, rendered)
 	}
 
 	cmd.Process.Signal(syscall.SIGTERM)
