@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodelocaldns/nodelocaldns/build/plugins"
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal"
 )
 
 // upstreamFixture stands in for the kubelet's KUBE_DNS_UPSTREAM_SERVICE_HOST
@@ -450,6 +451,7 @@ func TestOverlays(t *testing.T) {
 			}
 			if ov.compat {
 				checkCompat(t, r, params, healthPort, corefile)
+				checkCompatRenders(t, r, corefile)
 			}
 
 			if ov.monitor {
@@ -911,5 +913,58 @@ func TestExamples(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// checkCompatRenders runs the compat DaemonSet's args and template through
+// the loader the binary uses (plugin/nodelocal.RenderNodeCache), with a
+// kube-dns ConfigMap as kubelet mounts it, and has our build accept the
+// rendered Corefile.
+func checkCompatRenders(t *testing.T, r *rendered, corefile string) {
+	t.Helper()
+	dir := t.TempDir()
+	base := filepath.Join(dir, "Corefile.base")
+	if err := os.WriteFile(base, []byte(corefile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cm := filepath.Join(dir, "kube-dns")
+	data := filepath.Join(cm, "..2026_11_26_00_00_00.000000001")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"upstreamNameservers": `["198.18.6.1"]`,
+		"stubDomains":         `{"acme.example": ["198.18.5.1"]}`,
+	}
+	for k, v := range files {
+		if err := os.WriteFile(filepath.Join(data, k), []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(filepath.Base(data), filepath.Join(cm, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	for k := range files {
+		if err := os.Symlink(filepath.Join("..data", k), filepath.Join(cm, k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("KUBE_DNS_UPSTREAM_SERVICE_HOST", "198.18.0.11")
+	args := append(slices.Clone(r.container(t).Args), "-basecorefile", base, "-kubednscm", cm, "-conf", filepath.Join(dir, "Corefile"))
+	out, err := nodelocal.RenderNodeCache(args)
+	if err != nil {
+		t.Fatalf("The compat args and Corefile do not render: %v", err)
+	}
+	got := string(out)
+	for _, want := range []string{"forward . 198.18.0.11", "forward . 198.18.6.1", "acme.example:53", "forward . 198.18.5.1", "nodelocal"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("Rendered compat Corefile lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(stripComments(got), "__PILLAR__") {
+		t.Errorf("Rendered compat Corefile keeps a placeholder:\n%s", got)
+	}
+	if err := plugins.Validate("compat/Corefile", out); err != nil {
+		t.Errorf("Our build rejects the rendered compat Corefile: %v\n%s", err, got)
 	}
 }

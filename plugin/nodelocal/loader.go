@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -195,4 +196,32 @@ func writeFileAtomic(path string, body []byte) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// RenderNodeCache renders a template the way the binary does when started
+// with node-cache's command line args: the flags are parsed and checked, the
+// template named by -basecorefile is rendered with the ClusterIP of
+// -upstreamsvc (from the environment) and the kube-dns ConfigMap directory
+// of -kubednscm, and the result, a Corefile with the injected nodelocal
+// block, is returned. Nothing is written and no listener is opened. It lets
+// manifests and tools check a DaemonSet's args and template with the one
+// implementation the binary uses.
+func RenderNodeCache(args []string) ([]byte, error) {
+	fs := flag.NewFlagSet("node-cache", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.String("conf", "", "Corefile to load")
+	f := registerFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, fmt.Errorf("node-cache args %q: %w", args, err)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("node-cache args: unexpected %q", fs.Args())
+	}
+	if !f.compat() {
+		return nil, fmt.Errorf("node-cache args %q: no node-cache flag given", args)
+	}
+	if err := f.check(); err != nil {
+		return nil, err
+	}
+	return newTemplateLoader(f).render(f.baseCorefile, true)
 }

@@ -22,8 +22,22 @@ const defaultStateDir = "/run/nodelocaldns"
 // process dies, however it dies: a crashed instance never looks alive.
 type presence struct {
 	dir  string
+	ns   string // this instance's network namespace, part of every peer's file name
 	path string
 	f    *os.File
+}
+
+// netnsID names the network namespace of the calling thread. Peers are the
+// instances in the same one: they share the interface and the rules. A
+// second node cache in another namespace on the same host (a test, a lab
+// node, a pod without hostNetwork) writes to the same directory but is not
+// a peer and must not keep this one from tearing down.
+func netnsID() string {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return "net0"
+	}
+	return fmt.Sprintf("net%d", st.Ino)
 }
 
 // announce creates and locks this process's file in dir. The name carries a
@@ -36,7 +50,8 @@ func announce(dir string) (*presence, error) {
 	if _, err := rand.Read(b); err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dir, fmt.Sprintf("instance-%d-%s.lock", os.Getpid(), hex.EncodeToString(b)))
+	ns := netnsID()
+	path := filepath.Join(dir, fmt.Sprintf("instance-%s-%d-%s.lock", ns, os.Getpid(), hex.EncodeToString(b)))
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("state directory %s: %w", dir, err)
@@ -46,11 +61,12 @@ func announce(dir string) (*presence, error) {
 		os.Remove(path)
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
-	return &presence{dir: dir, path: path, f: f}, nil
+	return &presence{dir: dir, ns: ns, path: path, f: f}, nil
 }
 
-// others counts the other live instances on the node. Files of dead ones
-// (their lock is free) are removed on the way.
+// others counts the other live instances on the node: in the same network
+// namespace. Files of dead ones (their lock is free), whatever their
+// namespace, are removed on the way.
 func (p *presence) others() (int, error) {
 	entries, err := os.ReadDir(p.dir)
 	if err != nil {
@@ -70,7 +86,9 @@ func (p *presence) others() (int, error) {
 		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		switch {
 		case errors.Is(err, unix.EWOULDBLOCK):
-			alive++
+			if strings.HasPrefix(name, "instance-"+p.ns+"-") {
+				alive++
+			}
 		case err == nil:
 			os.Remove(path) // a dead instance's file
 		}

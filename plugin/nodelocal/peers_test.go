@@ -52,9 +52,46 @@ func TestPresence(t *testing.T) {
 		t.Errorf("Dead peer's file left: %v", files)
 	}
 
+	// A live instance in another network namespace (another lab node, a
+	// test) shares the directory but not the interface: not a peer.
+	if os.Geteuid() != 0 {
+		t.Log("Not root: the peer in another network namespace is not checked")
+	} else {
+		otherNamespacePeer(t, a, dir)
+	}
+
 	a.leave()
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("leave left %d files", len(entries))
+	}
+}
+
+func otherNamespacePeer(t *testing.T, a *presence, dir string) {
+	t.Helper()
+	other := exec.Command("unshare", "--net", os.Args[0], "-test.run=^TestHelperPeer$")
+	other.Env = append(os.Environ(), "NODELOCAL_PEER_DIR="+dir)
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { other.Process.Kill(); other.Wait() }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		files, _ := filepath.Glob(filepath.Join(dir, "instance-*.lock"))
+		if len(files) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("The instance in another namespace did not announce itself: %v", files)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n, err := a.others(); err != nil || n != 0 {
+		t.Errorf("With a live instance in another network namespace: others = %d, %v; want 0", n, err)
+	}
+	other.Process.Kill()
+	other.Wait()
+	if n, err := a.others(); err != nil || n != 0 {
+		t.Errorf("After the other namespace's instance died: others = %d, %v", n, err)
 	}
 }
 
