@@ -346,6 +346,7 @@ func (n *node) startReconcile(takeover bool) {
 		return
 	}
 	n.stopLoop, n.loopDone = make(chan struct{}), make(chan struct{})
+	loops.Add(1) // here, not in the goroutine: counted from the moment it exists
 	go n.reconcileLoop(takeover, n.stopLoop, n.loopDone)
 }
 
@@ -373,7 +374,6 @@ func (n *node) signalStop() {
 }
 
 func (n *node) reconcileLoop(takeover bool, stop <-chan struct{}, done chan<- struct{}) {
-	loops.Add(1)
 	defer loops.Add(-1)
 	defer close(done)
 	if takeover {
