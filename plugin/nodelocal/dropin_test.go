@@ -60,6 +60,14 @@ func TestDropInDaemonSetArgs(t *testing.T) {
 	go up.ActivateAndServe()
 	defer up.Shutdown()
 
+	stubConn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stub := &dns.Server{PacketConn: stubConn, Handler: answer("198.18.2.3")}
+	go stub.ActivateAndServe()
+	defer stub.Shutdown()
+
 	tmpl := filepath.Join(dir, "Corefile.base")
 	body := iptablesTemplate(t)
 	if !strings.Contains(body, "health 169.254.20.10:8080") {
@@ -67,7 +75,10 @@ func TestDropInDaemonSetArgs(t *testing.T) {
 	}
 	writeFile(t, tmpl, body)
 	cm := filepath.Join(dir, "kube-dns")
-	writeConfigMap(t, cm, map[string]string{keyUpstreams: `["` + pc.LocalAddr().String() + `"]`})
+	writeConfigMap(t, cm, map[string]string{
+		keyUpstreams:   `["` + pc.LocalAddr().String() + `"]`,
+		keyStubDomains: `{"acme.test": ["` + stubConn.LocalAddr().String() + `"]}`,
+	})
 
 	cmd := exec.Command(bin, "-localip", "169.254.20.10,198.18.0.10", "-conf", filepath.Join(dir, "Corefile"),
 		"-upstreamsvc", "kube-dns-upstream", "-basecorefile", tmpl, "-kubednscm", cm)
@@ -96,6 +107,9 @@ func TestDropInDaemonSetArgs(t *testing.T) {
 	})
 	if got := lookupA("198.18.0.10:53", "www.example.test."); got != "198.18.2.2" {
 		t.Errorf("www.example.test on 198.18.0.10: %q, want 198.18.2.2 from upstreamNameservers", got)
+	}
+	if got := lookupA("169.254.20.10:53", "db.acme.test."); got != "198.18.2.3" {
+		t.Errorf("db.acme.test on 169.254.20.10: %q, want 198.18.2.3 from the stub domain's server", got)
 	}
 
 	// The manifest's liveness probe and the setup-errors metric node-cache
