@@ -156,7 +156,7 @@ func (m *Manager) Ensure(spec Spec) ([]string, error) {
 
 func (m *Manager) ensureFamily(f family, b Backend, want []Table) ([]string, error) {
 	var changes []string
-	var input strings.Builder
+	var input restoreInput
 	for _, t := range want {
 		cur, err := m.save(f, b, t.Name)
 		if err != nil {
@@ -196,19 +196,31 @@ func (m *Manager) ensureFamily(f family, b Backend, want []Table) ([]string, err
 		if len(decl)+len(jumps) == 0 {
 			continue
 		}
-		input.WriteString("*" + t.Name + "\n")
-		for _, l := range slices.Concat(decl, body, jumps) {
-			input.WriteString(l + "\n")
-		}
-		input.WriteString("COMMIT\n")
+		input.table(t.Name, slices.Concat(decl, body, jumps))
 	}
-	if input.Len() == 0 {
-		return nil, nil
-	}
-	if err := m.restore(f, b, input.String()); err != nil {
+	if err := input.apply(m, f, b); err != nil {
 		return nil, err
 	}
 	return changes, nil
+}
+
+// restoreInput collects the tables of one iptables-restore --noflush run.
+type restoreInput struct{ strings.Builder }
+
+func (in *restoreInput) table(name string, lines []string) {
+	in.WriteString("*" + name + "\n")
+	for _, l := range lines {
+		in.WriteString(l + "\n")
+	}
+	in.WriteString("COMMIT\n")
+}
+
+// apply runs the restore, unless no table was added.
+func (in *restoreInput) apply(m *Manager, f family, b Backend) error {
+	if in.Len() == 0 {
+		return nil
+	}
+	return m.restore(f, b, in.String())
 }
 
 // Remove deletes the jumps and the plugin's chains from raw and filter, for
@@ -245,7 +257,7 @@ func (m *Manager) Remove(spec Spec) error {
 // family and returns the chains it deleted.
 func (m *Manager) remove(f family, b Backend, tables []Table) ([]string, error) {
 	var removed []string
-	var input strings.Builder
+	var input restoreInput
 	for _, t := range tables {
 		cur, err := m.save(f, b, t.Name)
 		if err != nil {
@@ -267,16 +279,9 @@ func (m *Manager) remove(f family, b Backend, tables []Table) ([]string, error) 
 		if len(dels) == 0 {
 			continue
 		}
-		input.WriteString("*" + t.Name + "\n")
-		for _, l := range slices.Concat(decl, dels) {
-			input.WriteString(l + "\n")
-		}
-		input.WriteString("COMMIT\n")
+		input.table(t.Name, slices.Concat(decl, dels))
 	}
-	if input.Len() == 0 {
-		return nil, nil
-	}
-	if err := m.restore(f, b, input.String()); err != nil {
+	if err := input.apply(m, f, b); err != nil {
 		return nil, err
 	}
 	return removed, nil
