@@ -81,7 +81,7 @@ type FlagsCache struct {
 // given by -basecorefile and -kubednscm (the manifest mounts them at those
 // flags' defaults, which on this machine would be the host's /etc). Its
 // /run/nodelocaldns is private to the run, as a container's is. It waits
-// until the cache answers on 169.254.20.10.
+// until the cache answers on 169.254.20.10 and has its rules in.
 func (l *Lab) StartNodeCacheFlags(ctx context.Context, opts FlagsOptions) (*FlagsCache, error) {
 	l.mu.Lock()
 	running := l.cache != nil
@@ -155,7 +155,7 @@ func (l *Lab) StartNodeCacheFlags(ctx context.Context, opts FlagsOptions) (*Flag
 		if r.Rcode != dns.RcodeSuccess {
 			return fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
 		}
-		return nil
+		return nodeSetUp(l.Node)
 	})
 	if err != nil {
 		p.Stop(10 * time.Second)
@@ -166,6 +166,20 @@ func (l *Lab) StartNodeCacheFlags(ctx context.Context, opts FlagsOptions) (*Flag
 	l.mu.Unlock()
 	l.cfg.Logf("node cache with node-cache flags up (pid %d): %s", p.PID(), strings.Join(c.Args, " "))
 	return c, nil
+}
+
+// nodeSetUp reports whether the cache has the node set up, rules included:
+// it answers before its rules are in (queries take kube-proxy's path until
+// then), and only coredns_nodelocal_ready says when they are.
+func nodeSetUp(ns string) error {
+	m, err := HTTPGet(ns, CacheMetrics, "/metrics")
+	if err != nil {
+		return err
+	}
+	if SumMetric(m, "coredns_nodelocal_ready") != 1 {
+		return errors.New("coredns_nodelocal_ready is not 1: the node is not set up yet")
+	}
+	return nil
 }
 
 // Rendered returns the Corefile the cache wrote to its -conf path.
