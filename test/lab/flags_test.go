@@ -43,6 +43,10 @@ func TestNodeCacheFlags(t *testing.T) {
 			// rendered from stubDomains answers it.
 			runChecks(t, l.Pod2, lab.LocalIP, []check{stubCheck})
 			runChecks(t, l.Pod1, lab.KubeDNSIP, []check{stubCheck})
+			// glibc, through the pod's search path first (ndots:5).
+			if out, err := lab.PodRun(ctx, l.Pod2, "getent", "ahostsv4", lab.StubName); err != nil || !strings.Contains(out, lab.StubAddr) {
+				t.Errorf("Getent ahostsv4 %s in %s: %q, %v", lab.StubName, l.Pod2, out, err)
+			}
 		})
 		if n, err := l.PodDNSFlows(ctx); err != nil || n != 0 {
 			t.Errorf("Conntrack holds %d pod DNS flows (%v), want 0: the pod's queries to %s took kube-proxy's path", n, err, lab.KubeDNSIP)
