@@ -7,7 +7,8 @@ GO          ?= go
 BIN         := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 # Debian packages the privileged tests and the lab use: command:package
-TEST_DEPS   := iptables:iptables iptables-legacy:iptables ip:iproute2 nft:nftables dig:dnsutils conntrack:conntrack
+# (gcc: bin/testdns is built with cgo, for the glibc resolver)
+TEST_DEPS   := iptables:iptables iptables-legacy:iptables ip:iproute2 nft:nftables dig:dnsutils conntrack:conntrack gcc:gcc
 LAB_DEPS    := $(TEST_DEPS) dnsperf:dnsperf
 
 .PHONY: all build lab-bins generate test test-unit vet lint clean deps demo bench image

@@ -3,7 +3,7 @@
 // network namespaces on this machine, and the node DNS cache in front.
 //
 //	nodelab demo [-c 200] [-d 20s]  # the experiment: pod lookups without, then with the cache
-//	nodelab up [-cache]             # build the lab and keep it until Ctrl-C
+//	nodelab up [-cache|-flags MODE] # build the lab and keep it until Ctrl-C
 //	nodelab down                    # remove leftovers of a run that could not clean up
 //
 // Every run removes what it made, also on failure and Ctrl-C. It needs root;
@@ -61,8 +61,9 @@ func usage(w io.Writer) {
 
   demo   build the lab, run the pod lookup experiment without and with the
          node cache, print the comparison, remove the lab
-  up     build the lab (with -cache also start the node cache), print how to
-         use it, keep it until Ctrl-C
+  up     build the lab (with -cache also start the node cache; with -flags
+         iptables|ipvs start it as the official DaemonSet does), print how
+         to use it, keep it until Ctrl-C
   down   remove leftovers of an earlier run (namespaces nl-*, /etc/netns/nl-*,
          their processes)
 
@@ -125,6 +126,7 @@ func up(ctx context.Context, args []string) error {
 	var c common
 	c.register(fs)
 	withCache := fs.Bool("cache", false, "also start the node cache")
+	flagsMode := fs.String("flags", "", "also start the node cache the official DaemonSet's way, with node-cache's flags after the manifest's sed for `MODE` (iptables or ipvs); the kube-dns ConfigMap holds the lab's stub domain")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -133,7 +135,16 @@ func up(ctx context.Context, args []string) error {
 		return err
 	}
 	return withLab(ctx, cfg, func(l *lab.Lab) error {
-		if *withCache {
+		switch {
+		case *flagsMode != "":
+			c, err := l.StartNodeCacheFlags(ctx, lab.FlagsOptions{Mode: lab.Mode(*flagsMode),
+				KubeDNS: map[string]string{"stubDomains": fmt.Sprintf(`{%q: [%q]}`, lab.StubDomain, lab.StubIP)}})
+			if err != nil {
+				return err
+			}
+			fmt.Printf("Node cache: bin/coredns %s\n  rendered Corefile %s, kube-dns ConfigMap %s, metrics %s (in %s)\n",
+				strings.Join(c.Args, " "), c.Conf, c.KubeDNS, lab.NodeCacheMetrics, l.Node)
+		case *withCache:
 			if _, err := l.StartCache(ctx); err != nil {
 				return err
 			}

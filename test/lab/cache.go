@@ -26,7 +26,7 @@ type Cache struct {
 // StartCache starts the node cache in the node namespace exactly as the
 // DaemonSet container runs it (bin/coredns -conf <the project's node
 // Corefile>, KUBE_DNS_UPSTREAM_SERVICE_HOST from kubelet) and waits until
-// it answers on 169.254.20.10.
+// it answers on 169.254.20.10 and has its rules in.
 func (l *Lab) StartCache(ctx context.Context) (*Cache, error) {
 	l.mu.Lock()
 	if l.cache != nil {
@@ -70,6 +70,8 @@ func (l *Lab) startCache(ctx context.Context, corefile string) (*Cache, error) {
 		return nil, err
 	}
 	c := &Cache{lab: l, Proc: p, Conf: conf}
+	// With nodelocal's metrics where CacheMetrics looks, wait for its rules too.
+	waitReady := strings.Contains(corefile, "nodelocal") && strings.Contains(corefile, "prometheus :9253")
 	err = waitFor(ctx, 15*time.Second, func() error {
 		if p.Exited() {
 			return errExited
@@ -81,7 +83,10 @@ func (l *Lab) startCache(ctx context.Context, corefile string) (*Cache, error) {
 		if r.Rcode != dns.RcodeSuccess {
 			return fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
 		}
-		return nil
+		if !waitReady {
+			return nil
+		}
+		return nodeSetUp(l.Node)
 	})
 	if err != nil {
 		p.Stop(10 * time.Second)

@@ -63,7 +63,8 @@ type Lab struct {
 	DNS1  string
 	DNS2  string
 	Net   string
-	procs []*Proc // started processes, stopped in reverse order by Close
+	procs []*Proc  // started processes, stopped in reverse order by Close
+	lock  *runLock // held while the lab lives: tells other runs it is no leftover
 
 	mu    sync.Mutex
 	cache *Cache
@@ -97,8 +98,14 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 	id := hex.EncodeToString(rnd[:])
 	p := Prefix + id + "-"
 	l := &Lab{cfg: cfg, ID: id, Node: p + "node", Pod1: p + "pod1", Pod2: p + "pod2", DNS1: p + "dns1", DNS2: p + "dns2", Net: p + "net"}
+	lock, err := lockRun(id)
+	if err != nil {
+		return nil, fmt.Errorf("lab run lock: %w", err)
+	}
+	l.lock = lock
 	dir, err := os.MkdirTemp("", "nodelab-"+id+"-")
 	if err != nil {
+		l.lock.release()
 		return nil, err
 	}
 	l.Dir = dir
@@ -337,6 +344,7 @@ func (l *Lab) Close() error {
 		}
 	}
 	l.etc = nil
+	l.lock.release()
 	return errors.Join(errs...)
 }
 

@@ -84,30 +84,53 @@ func InNetns(ns string, fn func() error) error {
 }
 
 // Leftovers lists namespaces and /etc/netns directories whose names start
-// with prefix: what an earlier run left behind.
+// with prefix and whose run has ended: what an earlier run left behind.
+// Labs still running (another run on this machine) are not leftovers.
 func Leftovers(prefix string) []string {
-	var found []string
+	var found, names []string
 	for _, dir := range []string{netnsRun, netnsEtc} {
 		entries, _ := os.ReadDir(dir)
 		for _, e := range entries {
 			if strings.HasPrefix(e.Name(), prefix) {
 				found = append(found, filepath.Join(dir, e.Name()))
+				names = append(names, e.Name())
 			}
 		}
 	}
-	return found
+	live := liveRuns(prefix, names)
+	var left []string
+	for i, f := range found {
+		if !live[runID(prefix, names[i])] {
+			left = append(left, f)
+		}
+	}
+	return left
 }
 
 // Clean removes every namespace and /etc/netns directory whose name starts
-// with prefix, first stopping the processes still running in them (by PID,
-// as `ip netns pids` lists them): SIGTERM, then SIGKILL after grace.
+// with prefix and whose run has ended, first stopping the processes still
+// running in them (by PID, as `ip netns pids` lists them): SIGTERM, then
+// SIGKILL after grace. Labs still running are left alone.
 func Clean(prefix string, grace time.Duration, logf func(string, ...any)) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	var all []string
+	for _, dir := range []string{netnsRun, netnsEtc} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), prefix) {
+				all = append(all, e.Name())
+			}
+		}
+	}
+	live := liveRuns(prefix, all)
+	for id := range live {
+		logf("leaving lab %s alone: it is still running", id)
+	}
 	entries, _ := os.ReadDir(netnsRun)
 	var nss []string
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix) {
+		if strings.HasPrefix(e.Name(), prefix) && !live[runID(prefix, e.Name())] {
 			nss = append(nss, e.Name())
 		}
 	}
@@ -143,11 +166,16 @@ func Clean(prefix string, grace time.Duration, logf func(string, ...any)) error 
 	}
 	etc, _ := os.ReadDir(netnsEtc)
 	for _, e := range etc {
-		if strings.HasPrefix(e.Name(), prefix) {
+		if strings.HasPrefix(e.Name(), prefix) && !live[runID(prefix, e.Name())] {
 			logf("removing %s", filepath.Join(netnsEtc, e.Name()))
 			if err := os.RemoveAll(filepath.Join(netnsEtc, e.Name())); err != nil {
 				errs = append(errs, err.Error())
 			}
+		}
+	}
+	for _, n := range all {
+		if id := runID(prefix, n); !live[id] {
+			os.Remove(filepath.Join(runLockDir, id+".lock"))
 		}
 	}
 	if len(errs) > 0 {
