@@ -71,7 +71,6 @@ type FlagsCache struct {
 	Args     []string // the command line after the binary
 	Template string   // -basecorefile: the sed-rendered template
 	KubeDNS  string   // -kubednscm: the kube-dns ConfigMap volume
-	stateDir string
 }
 
 // StartNodeCacheFlags starts bin/coredns in the node namespace as the
@@ -79,8 +78,7 @@ type FlagsCache struct {
 // documented sed of opts.Mode, KUBE_DNS_UPSTREAM_SERVICE_HOST from kubelet,
 // the node's resolv.conf (dnsPolicy Default), and the two ConfigMap volumes
 // given by -basecorefile and -kubednscm (the manifest mounts them at those
-// flags' defaults, which on this machine would be the host's /etc). Its
-// /run/nodelocaldns is private to the run, as a container's is. It waits
+// flags' defaults, which on this machine would be the host's /etc). It waits
 // until the cache answers on 169.254.20.10 and has its rules in.
 func (l *Lab) StartNodeCacheFlags(ctx context.Context, opts FlagsOptions) (*FlagsCache, error) {
 	l.mu.Lock()
@@ -110,12 +108,8 @@ func (l *Lab) StartNodeCacheFlags(ctx context.Context, opts FlagsOptions) (*Flag
 	c := &FlagsCache{
 		Template: filepath.Join(dir, "Corefile.base"),
 		KubeDNS:  filepath.Join(dir, "kube-dns"),
-		stateDir: filepath.Join(dir, "run"),
 	}
 	if err := os.WriteFile(c.Template, []byte(Sed(opts.Mode, tmpl)), 0o644); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(c.stateDir, 0o755); err != nil {
 		return nil, err
 	}
 	if err := WriteConfigMap(c.KubeDNS, opts.KubeDNS); err != nil {
@@ -130,16 +124,10 @@ func (l *Lab) StartNodeCacheFlags(ctx context.Context, opts FlagsOptions) (*Flag
 	}
 	c.Args = append(c.Args, "-basecorefile", c.Template, "-kubednscm", c.KubeDNS)
 
-	// `ip netns exec` runs the program in a mount namespace of its own
-	// (mounts do not propagate back): bind the run's state directory over
-	// /run/nodelocaldns there, so other labs' caches on this machine are not
-	// this node's instances. The shell execs the cache: the PID stays.
-	if err := os.MkdirAll("/run/nodelocaldns", 0o755); err != nil {
-		return nil, err
-	}
-	script := `mount --bind "$0" /run/nodelocaldns && exec "$@"`
-	argv := append([]string{"-c", script, c.stateDir, l.Bin("coredns")}, c.Args...)
-	p, err := l.start(l.Node, "node-cache-flags", []string{UpstreamEnv}, "sh", argv...)
+	// Peers are instances in the same network namespace (plugin/nodelocal
+	// peers.go), so the default /run/nodelocaldns is shared safely with
+	// other labs' caches on this machine.
+	p, err := l.start(l.Node, "node-cache-flags", []string{UpstreamEnv}, l.Bin("coredns"), c.Args...)
 	if err != nil {
 		return nil, err
 	}
