@@ -20,23 +20,29 @@ type Panel struct {
 	Hists [][]Bucket // one merged histogram per peer
 }
 
-// Tail returns the complementary distribution of a histogram: for each
-// bucket's upper bound (in ms), the fraction of lookups slower than it.
-// Points where nothing is slower are left out (a log axis has no zero).
+// Tail returns the complementary distribution of a histogram as a step
+// line: for each bucket, the fraction of lookups slower than it, in ms.
+// It ends where nothing is slower (a log axis has no zero).
 func Tail(h []Bucket) plotter.XYs {
 	var total uint64
 	for _, b := range h {
 		total += b.Count
 	}
+	if total == 0 {
+		return nil
+	}
+	ms := func(us uint64) float64 { return math.Max(float64(us)/1e3, 1e-3) }
 	var xys plotter.XYs
-	var seen uint64
+	above := total
 	for _, b := range h {
-		seen += b.Count
-		above := total - seen
-		if above == 0 || total == 0 {
+		if above < total {
+			xys = append(xys, plotter.XY{X: ms(b.LoUS), Y: float64(above) / float64(total)})
+		}
+		above -= b.Count
+		if above == 0 {
 			break
 		}
-		xys = append(xys, plotter.XY{X: math.Max(float64(b.HiUS+1)/1e3, 1e-3), Y: float64(above) / float64(total)})
+		xys = append(xys, plotter.XY{X: ms(b.HiUS + 1), Y: float64(above) / float64(total)})
 	}
 	return xys
 }

@@ -67,7 +67,7 @@ func main() {
 	if o.quick {
 		o.hitD, o.missD, o.loadD, o.populate, o.budget = 2*time.Second, 2*time.Second, 2*time.Second, []int{10000}, 6*time.Minute
 	} else {
-		o.hitD, o.missD, o.loadD, o.populate, o.budget = 6*time.Second, 4*time.Second, 5*time.Second, []int{10000, 100000}, 15*time.Minute
+		o.hitD, o.missD, o.loadD, o.populate, o.budget = 5*time.Second, 3*time.Second, 4*time.Second, []int{10000, 100000}, 15*time.Minute
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -53,9 +53,9 @@ func (b *bencher) loadArgs(name string, args ...string) (string, []string) {
 }
 
 // dnsperf runs dnsperf from pod1 at the kube-dns IP and keeps its output.
-func (b *bencher) dnsperf(ctx context.Context, tag, file string, d time.Duration, once bool) (bench.Dnsperf, error) {
+func (b *bencher) dnsperf(ctx context.Context, tag, file string, d time.Duration, outstanding int, once bool) (bench.Dnsperf, error) {
 	args := []string{"-s", lab.KubeDNSIP, "-d", file, "-l", strconv.FormatFloat(d.Seconds(), 'f', -1, 64),
-		"-q", strconv.Itoa(b.o.outstanding), "-t", "2"}
+		"-q", strconv.Itoa(outstanding), "-t", "2"}
 	if once {
 		args = append(args, "-n", "1")
 	}
@@ -153,7 +153,7 @@ func (b *bencher) runPeer(ctx context.Context, p peer, round int) (err error) {
 	if err != nil {
 		return err
 	}
-	d, err := b.dnsperf(ctx, tag+"-hits", hit, b.o.hitD, false)
+	d, err := b.dnsperf(ctx, tag+"-hits", hit, b.o.hitD, b.o.outstanding, false)
 	if err != nil {
 		return fmt.Errorf("cache hits: %w", err)
 	}
@@ -178,7 +178,7 @@ func (b *bencher) runPeer(ctx context.Context, p peer, round int) (err error) {
 		if err != nil {
 			return err
 		}
-		d, err := b.dnsperf(ctx, tag+"-miss", file, b.o.missD, true)
+		d, err := b.dnsperf(ctx, tag+"-miss", file, b.o.missD, b.o.outstanding, true)
 		if err != nil {
 			return fmt.Errorf("cache misses: %w", err)
 		}
@@ -224,7 +224,7 @@ func (b *bencher) runPeer(ctx context.Context, p peer, round int) (err error) {
 			if err != nil {
 				return err
 			}
-			d, err := b.dnsperf(ctx, fmt.Sprintf("%s-fill%d", tag, n), file, 60*time.Second, true)
+			d, err := b.dnsperf(ctx, fmt.Sprintf("%s-fill%d", tag, n), file, 60*time.Second, 500, true)
 			if err != nil {
 				return fmt.Errorf("fill the cache with %d names: %w", n, err)
 			}
