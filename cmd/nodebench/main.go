@@ -128,6 +128,10 @@ func run(ctx context.Context, o options) error {
 	if !pin {
 		rep.Notes = append(rep.Notes, "Fewer than 2 CPUs: servers and load generators were not pinned; the figures mix both.")
 	}
+	// Raw outputs of an earlier run would mix with this one's.
+	if err := os.RemoveAll(filepath.Join(o.out, "raw")); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(filepath.Join(o.out, "raw"), 0o755); err != nil {
 		return err
 	}

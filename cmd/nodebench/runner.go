@@ -224,7 +224,7 @@ func (b *bencher) runPeer(ctx context.Context, p peer, round int) (err error) {
 			if err != nil {
 				return err
 			}
-			d, err := b.dnsperf(ctx, fmt.Sprintf("%s-fill%d", tag, n), file, 60*time.Second, 500, true)
+			d, err := b.dnsperf(ctx, fmt.Sprintf("%s-fill%d", tag, n), file, 60*time.Second, b.o.outstanding, true)
 			if err != nil {
 				return fmt.Errorf("fill the cache with %d names: %w", n, err)
 			}
@@ -283,7 +283,50 @@ func (b *bencher) write(peers []peer) error {
 	if err := pf.Close(); err != nil {
 		return err
 	}
-	fmt.Print(md.String())
-	fmt.Printf("\nWrote %s/bench.json, bench.md, latency.png (raw outputs in %s) in %.0f s.\n", b.o.out, b.raw, r.RuntimeS)
+	summary(r)
+	fmt.Printf("\nFull table in %s/bench.md; wrote %s/bench.json and latency.png too (raw outputs in %s); %.0f s.\n", b.o.out, b.o.out, b.raw, r.RuntimeS)
 	return nil
+}
+
+// summary prints the figures the targets are about, as medians,
+// with this build's ratio to each peer.
+func summary(r *bench.Report) {
+	keys := []string{"hit_qps", "hit_cpu_us", "rss_idle", "rss_100k", "rss_10k", "start_ms", "system_slow", "go_slow", "system_err"}
+	fmt.Printf("\n%d rounds, medians; (×) is this build's ratio to the peer\n%-40s", r.Rounds, "")
+	for _, p := range r.Peers {
+		fmt.Printf(" %22s", p.Name)
+	}
+	fmt.Println()
+	for _, k := range keys {
+		var m *bench.Metric
+		for _, x := range r.Metrics {
+			if x.Key == k {
+				m = x
+			}
+		}
+		if m == nil {
+			continue
+		}
+		title := m.Title
+		if m.Unit != "" {
+			title += " (" + m.Unit + ")"
+		}
+		fmt.Printf("%-40s", title)
+		this := m.Spread[r.Peers[0].Key]
+		for i, p := range r.Peers {
+			s := m.Spread[p.Key]
+			cell := "—"
+			if s.N > 0 {
+				cell = strconv.FormatFloat(s.Median, 'f', 1, 64)
+				if ratio := bench.Ratio(this, s); i > 0 && !math.IsNaN(ratio) && !math.IsInf(ratio, 0) {
+					cell += fmt.Sprintf(" (%.2f×)", ratio)
+				}
+			}
+			fmt.Printf(" %22s", cell)
+		}
+		fmt.Println()
+	}
+	for _, d := range r.Dropped {
+		fmt.Printf("not measured: %s: %s\n", d.Name, d.Reason)
+	}
 }
