@@ -56,7 +56,7 @@ generate:
 # CPU 1, interleaved rounds; writes out/bench/bench.json, bench.md and
 # latency.png. About 10 minutes (the first run also installs stock CoreDNS
 # into ~/.cache/nodelocaldns, about 6 more). bench-quick (or BENCH_QUICK=1)
-# is a 2-minute first look. Root only (network namespaces).
+# is a first look (2 rounds, about 3 minutes). Root only (network namespaces).
 BENCH_BINS  := $(BIN)/benchresponder $(BIN)/nodebench
 $(BIN)/benchresponder: $(wildcard cmd/benchresponder/*.go) go.mod go.sum
 	@mkdir -p $(BIN)

@@ -59,15 +59,21 @@ func main() {
 	flag.StringVar(&o.root, "root", ".", "repository root (bin/, Corefile.example)")
 	flag.StringVar(&o.out, "out", "out/bench", "directory for bench.json, bench.md, latency.png and the raw outputs")
 	flag.StringVar(&o.cache, "cache", defaultCache(), "directory where the comparison binaries are kept between runs")
-	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds (at least 3 for a median that means something)")
+	flag.IntVar(&o.rounds, "rounds", 0, "interleaved rounds (default 3, 2 with -quick)")
 	flag.IntVar(&o.workers, "c", 200, "testdns workers in the users' experiment")
-	flag.BoolVar(&o.quick, "quick", os.Getenv("BENCH_QUICK") == "1", "a first look in about 2 minutes: short runs, RSS at 10k names only (also BENCH_QUICK=1)")
+	flag.BoolVar(&o.quick, "quick", os.Getenv("BENCH_QUICK") == "1", "a first look in about 3 minutes: 2 rounds of short runs, RSS at 10k names only (also BENCH_QUICK=1)")
 	flag.Parse()
 	o.outstanding = 100
 	if o.quick {
-		o.hitD, o.missD, o.loadD, o.populate, o.budget = 2*time.Second, 2*time.Second, 2*time.Second, []int{10000}, 6*time.Minute
+		o.hitD, o.missD, o.loadD, o.populate, o.budget = 2*time.Second, time.Second, 2*time.Second, []int{10000}, 6*time.Minute
+		if o.rounds == 0 {
+			o.rounds = 2
+		}
 	} else {
 		o.hitD, o.missD, o.loadD, o.populate, o.budget = 5*time.Second, 3*time.Second, 4*time.Second, []int{10000, 100000}, 15*time.Minute
+	}
+	if o.rounds == 0 {
+		o.rounds = 3
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
