@@ -44,14 +44,13 @@ const (
 
 // options are the run's settings.
 type options struct {
-	root, out, cache    string
-	rounds, workers     int
-	hitD, missD, loadD  time.Duration
-	populate            []int // cached-name steps for the RSS figures
-	outstanding         int   // dnsperf -q
-	quick               bool
-	budget              time.Duration
-	stockBin, nodeCache string
+	root, out, cache   string
+	rounds, workers    int
+	hitD, missD, loadD time.Duration
+	populate           []int // cached-name steps for the RSS figures
+	outstanding        int   // dnsperf -q
+	quick              bool
+	budget             time.Duration
 }
 
 func main() {
