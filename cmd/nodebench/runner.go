@@ -170,6 +170,13 @@ func (b *bencher) runPeer(ctx context.Context, p peer, round int) (err error) {
 	}
 	r.Metric("hit_cpu_us", "cache hits: CPU per answered query", "µs", "lower").Add(k, perQuery)
 	r.Metric("hit_cpu_100k", "cache hits: CPU per 100k answered", "s", "lower").Add(k, perQuery/10)
+	// How busy the server's core was: below 100 % the qps figure is bound
+	// by latency and scheduling, not by the server's CPU.
+	busy := math.NaN()
+	if d.RunTimeS > 0 {
+		busy = 100 * (c1 - c0).Seconds() / d.RunTimeS
+	}
+	r.Metric("hit_busy", "cache hits: server CPU busy", "%", "lower").Add(k, busy)
 
 	// Cache misses.
 	if p.misses {
