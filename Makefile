@@ -11,7 +11,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 TEST_DEPS   := iptables:iptables iptables-legacy:iptables ip:iproute2 nft:nftables dig:dnsutils conntrack:conntrack gcc:gcc
 LAB_DEPS    := $(TEST_DEPS) dnsperf:dnsperf
 
-.PHONY: all build lab-bins generate test test-unit vet lint clean deps demo bench image
+.PHONY: all build lab-bins generate test test-unit vet lint clean deps demo bench bench-quick image
 
 all: build
 
@@ -51,6 +51,30 @@ $(BIN)/coredns: $(shell find . -name '*.go' -not -path './deploy/*' 2>/dev/null)
 
 generate:
 	$(GO) generate ./build/plugins
+
+# bench: this build against stock CoreDNS, the no-cache path and a minimal
+# responder, side by side in the node lab, servers on CPU 0 and load on
+# CPU 1, interleaved rounds; writes out/bench/bench.json, bench.md and
+# latency.png. About 10 minutes (the first run also installs stock CoreDNS
+# into ~/.cache/nodelocaldns, about 6 more). bench-quick (or BENCH_QUICK=1)
+# is a first look (2 rounds, about 3 minutes). Root only (network namespaces).
+BENCH_BINS  := $(BIN)/benchresponder $(BIN)/nodebench
+$(BIN)/benchresponder: $(wildcard cmd/benchresponder/*.go) go.mod go.sum
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./cmd/benchresponder
+
+$(BIN)/nodebench: $(wildcard cmd/nodebench/*.go bench/*.go test/lab/*.go) go.mod go.sum
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./cmd/nodebench
+
+bench:
+	@if [ "$$(id -u)" -ne 0 ]; then echo "make bench: the node lab needs root (network namespaces; it changes nothing outside them): run sudo make bench" >&2; exit 1; fi
+	@build/ensure-deps.sh $(LAB_DEPS)
+	@$(MAKE) --no-print-directory build lab-bins $(BENCH_BINS)
+	$(BIN)/nodebench -root . -out out/bench $(if $(filter 1,$(BENCH_QUICK)),-quick)
+
+bench-quick:
+	@$(MAKE) --no-print-directory bench BENCH_QUICK=1
 
 # deps installs the Debian packages the privileged tests need (root only;
 # a normal user gets a list of what is missing and those tests skip).

@@ -1,0 +1,78 @@
+package bench
+
+import (
+	"os"
+	"testing"
+	"time"
+)
+
+func TestParseStat(t *testing.T) {
+	tests := []struct {
+		name, stat string
+		want       time.Duration
+		wantError  bool
+	}{
+		// A CoreDNS process of this machine: utime 247, stime 227 ticks.
+		{name: "coredns", stat: readFile(t, "proc_stat_busy.txt"), want: 4740 * time.Millisecond},
+		// A command name with spaces and a ")" must not shift the fields.
+		{name: "odd comm", stat: "42 (a) b (c)) S 1 42 42 0 -1 4194560 10 0 0 0 7 3 0 0 20 0 1 0 100 0 0\n", want: 100 * time.Millisecond},
+		{name: "truncated", stat: "42 (x) S 1 42", wantError: true},
+		{name: "not stat", stat: "hello", wantError: true},
+	}
+	for _, tc := range tests {
+		got, err := ParseStat(tc.stat)
+		if tc.wantError {
+			if err == nil {
+				t.Errorf("%s: Expected an error, got %v", tc.name, got)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%s: got %v, %v; want %v", tc.name, got, err, tc.want)
+		}
+	}
+}
+
+func TestParseRSS(t *testing.T) {
+	got, err := ParseRSS(readFile(t, "proc_status.txt"))
+	if err != nil || got != 26140*1024 {
+		t.Errorf("Got %d, %v; want %d", got, err, 26140*1024)
+	}
+	// A kernel thread's status has no VmRSS.
+	if _, err := ParseRSS("Name:\tkdamond.0\nState:\tI (idle)\n"); err == nil {
+		t.Error("Expected an error for a status without VmRSS")
+	}
+}
+
+func TestCPUTimeOfSelf(t *testing.T) {
+	// Burn some CPU and see the figure grow: the reader works on a live
+	// /proc, not only on the samples.
+	before, err := CPUTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(300 * time.Millisecond)
+	x := 0
+	for time.Now().Before(deadline) {
+		x++
+	}
+	after, err := CPUTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after <= before {
+		t.Errorf("CPU time did not grow over 300 ms of spinning: %v then %v (%d loops)", before, after, x)
+	}
+	if rss, err := RSS(os.Getpid()); err != nil || rss == 0 {
+		t.Errorf("RSS of the test process: %d, %v", rss, err)
+	}
+}
+
+func readFile(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile("testdata/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -1,0 +1,33 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestWithoutNodelocal(t *testing.T) {
+	b, err := os.ReadFile("../../Corefile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := withoutNodelocal(string(b))
+	for _, line := range strings.Split(got, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 && (f[0] == "nodelocal" || f[0] == "localip" || f[0] == "upstreamsvc") {
+			t.Errorf("The nodelocal directive is still there: %q", line)
+		}
+	}
+	if strings.Count(got, "{") != strings.Count(got, "}") {
+		t.Errorf("Braces unbalanced after removing nodelocal:\n%s", got)
+	}
+	// Everything else stays, line for line.
+	for _, want := range []string{"bind 169.254.20.10 198.18.0.10", "force_tcp", "lameduck 5s", "success 9984 30", "forward . /etc/resolv.conf"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("Lost %q:\n%s", want, got)
+		}
+	}
+	if n := len(strings.Split(string(b), "\n")) - len(strings.Split(got, "\n")); n != 7 {
+		t.Errorf("Removed %d lines, want 7 (a 5-line block and two one-line directives)", n)
+	}
+}
