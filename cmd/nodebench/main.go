@@ -360,17 +360,17 @@ func notes(o options) []string {
 }
 
 // waitForOtherLabs waits while another lab (a test or demo on this machine)
-// holds nl-* namespaces: the lab refuses to start beside them, and their
-// load would skew the figures anyway.
+// is running: its load would skew the figures. Leftovers of ended runs are
+// the lab's own business (it refuses to start and says why).
 func waitForOtherLabs(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for said := false; ; said = true {
-		left := lab.Leftovers(lab.Prefix)
+		left := lab.Running(lab.Prefix)
 		if len(left) == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("another lab's namespaces are still there after %v: %s; if no lab is running, remove them with `bin/nodelab down`", limit, strings.Join(left, ", "))
+			return fmt.Errorf("another lab is still running after %v: %s", limit, strings.Join(left, ", "))
 		}
 		if !said {
 			logf("another lab is running (%s …); waiting up to %v for it to end", left[0], limit)

@@ -87,6 +87,20 @@ func InNetns(ns string, fn func() error) error {
 // with prefix and whose run has ended: what an earlier run left behind.
 // Labs still running (another run on this machine) are not leftovers.
 func Leftovers(prefix string) []string {
+	left, _ := labNamespaces(prefix)
+	return left
+}
+
+// Running lists the namespaces of labs that are still running: another test,
+// demo or benchmark on this machine.
+func Running(prefix string) []string {
+	_, running := labNamespaces(prefix)
+	return running
+}
+
+// labNamespaces splits the namespaces and /etc/netns directories whose names
+// start with prefix into those of ended runs and those of running ones.
+func labNamespaces(prefix string) (left, running []string) {
 	var found, names []string
 	for _, dir := range []string{netnsRun, netnsEtc} {
 		entries, _ := os.ReadDir(dir)
@@ -98,13 +112,14 @@ func Leftovers(prefix string) []string {
 		}
 	}
 	live := liveRuns(prefix, names)
-	var left []string
 	for i, f := range found {
-		if !live[runID(prefix, names[i])] {
+		if live[runID(prefix, names[i])] {
+			running = append(running, f)
+		} else {
 			left = append(left, f)
 		}
 	}
-	return left
+	return left, running
 }
 
 // Clean removes every namespace and /etc/netns directory whose name starts
