@@ -32,6 +32,7 @@ type LoadSpec struct {
 	Resolver    string        // "system" (glibc) or "go"
 	Concurrency int           // -c
 	Duration    time.Duration // -d
+	Limit       time.Duration // -l; 0 for 5 s
 	Hosts       []string      // -host
 	CPU         string        // taskset CPU list, "" for none
 	Extra       []string      // more flags
@@ -44,8 +45,12 @@ func (l *Lab) RunLoad(ctx context.Context, s LoadSpec) (*Load, error) {
 	if s.CPU != "" {
 		args = append(args, "taskset", "-c", s.CPU)
 	}
+	limit := s.Limit
+	if limit == 0 {
+		limit = 5 * time.Second
+	}
 	args = append(args, l.Bin("testdns"), "-resolver", s.Resolver, "-c", strconv.Itoa(s.Concurrency),
-		"-d", s.Duration.String(), "-l", "5000", "-q", "-json", out)
+		"-d", s.Duration.String(), "-l", strconv.FormatInt(limit.Milliseconds(), 10), "-q", "-json", out)
 	for _, h := range s.Hosts {
 		args = append(args, "-host", h)
 	}
