@@ -75,9 +75,6 @@ func rollout(ctx context.Context, args []string) error {
 				if err != nil {
 					return fmt.Errorf("%s, %s: %w", rc, b, err)
 				}
-				for _, e := range r.Events {
-					logf("  %s", e)
-				}
 				results = append(results, r)
 			}
 		}
