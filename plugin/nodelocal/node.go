@@ -213,7 +213,10 @@ func (n *node) startup() error {
 // it, new queries are steered to this process's own sockets (steer.go).
 func (n *node) takeover(stop <-chan struct{}) {
 	hs := n.spec()
-	go steerWhenOpen(hs.rules.LocalIPs, hs.rules.DNSPorts, stop)
+	if n.s.cfg.StateDir != "" {
+		// Part of the coordination between instances, off with it.
+		go steerWhenOpen(hs.rules.LocalIPs, hs.rules.DNSPorts, stop)
+	}
 	deadline := time.Now().Add(listenWait)
 	for !listening(hs.rules.LocalIPs, hs.rules.DNSPorts) {
 		if time.Now().After(deadline) {
