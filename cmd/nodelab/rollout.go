@@ -70,7 +70,7 @@ func rollout(ctx context.Context, args []string) error {
 				if !want[rc] {
 					continue
 				}
-				logf("%s, %s behaviour: %.0f lookups/s for %v from %s", rc, b, st.Rate, st.Duration, podOf(rc))
+				logf("%s, %s behaviour: %.0f lookups/s for %v", rc, b, st.Rate, st.Duration)
 				r, err := l.RunRollout(ctx, rc, b, st)
 				if err != nil {
 					return fmt.Errorf("%s, %s: %w", rc, b, err)
@@ -89,9 +89,10 @@ func rollout(ctx context.Context, args []string) error {
 		}
 		return results[i].Behaviour < results[j].Behaviour
 	})
-	fmt.Printf("\nRollout cases under %.0f lookups/s from a pod for %v each (glibc UDP, Go UDP, Go TCP; a cached name and\n"+
-		"a new name per lookup); >1 s: lookups that took a second or more; longest gap: longest time without an\n"+
-		"answer to a UDP probe sent every 10 ms without retries (1 s timeout).\n\n", st.Rate, st.Duration)
+	fmt.Printf("\nRollout cases under %.0f lookups/s from pods for %v each (glibc UDP, Go UDP, Go TCP; a cached name and a\n"+
+		"new name per lookup). Pods ask the kube-dns IP and 169.254.20.10, half each; only the kube-dns IP in the\n"+
+		"iptables-mode restart, only 169.254.20.10 in IPVS style. >1 s: lookups that took a second or more;\n"+
+		"longest gap: the longest time a pod's UDP probe (one query every 10 ms, no retries, 1 s timeout) got no answer.\n\n", st.Rate, st.Duration)
 	lab.WriteRolloutTable(os.Stdout, results)
 	for _, r := range results {
 		if r.Case == lab.Crash {
@@ -100,11 +101,4 @@ func rollout(ctx context.Context, args []string) error {
 	}
 	fmt.Println()
 	return nil
-}
-
-func podOf(rc lab.RolloutCase) string {
-	if rc == lab.HandoffRestart {
-		return "pod2 (nameserver " + lab.LocalIP + ")"
-	}
-	return "pod1 (nameserver " + lab.KubeDNSIP + ")"
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -103,7 +104,7 @@ type Client struct {
 type RolloutResult struct {
 	Case      RolloutCase
 	Behaviour Behaviour
-	Pod       string
+	Pods      []string
 	Lookups   uint64 // lookups by the resolvers (glibc, Go UDP, Go TCP)
 	Failed    uint64
 	Slow      uint64 // at or above the stream's limit
@@ -173,18 +174,28 @@ func rolloutCorefile(src string, c RolloutCase, b Behaviour) (string, error) {
 	return s, nil
 }
 
-// rolloutPod is the pod a case streams from and the server it asks.
-func (l *Lab) rolloutPod(c RolloutCase) (pod, server string) {
-	if c == HandoffRestart {
-		return l.Pod2, LocalIP
+// podServer is a pod and the nameserver of its resolv.conf.
+type podServer struct{ pod, server string }
+
+// rolloutPods are the pods a case streams from. The iptables-mode cases
+// have pods of both kinds, those asking the kube-dns IP and those
+// configured for 169.254.20.10, except the plain restart: in iptables mode
+// only the kube-dns IP has a path while no cache runs. IPVS style has only
+// the link-local kind.
+func (l *Lab) rolloutPods(c RolloutCase) []podServer {
+	switch c {
+	case HandoffRestart:
+		return []podServer{{l.Pod2, LocalIP}}
+	case Restart:
+		return []podServer{{l.Pod1, KubeDNSIP}}
 	}
-	return l.Pod1, KubeDNSIP
+	return []podServer{{l.Pod1, KubeDNSIP}, {l.Pod2, LocalIP}}
 }
 
 // RunRollout runs one case: it makes sure one cache instance runs the
 // case's Corefile (restarting the cache when it runs another), starts the
-// stream from the case's pod, makes the change 2 s in, and returns what the
-// pods saw. The cache left running is the case's last instance.
+// stream from the case's pods, makes the change 2 s in, and returns what
+// the pods saw. The cache left running is the case's last instance.
 func (l *Lab) RunRollout(ctx context.Context, c RolloutCase, b Behaviour, st RolloutStream) (*RolloutResult, error) {
 	corefile, err := l.RolloutCorefile(c, b)
 	if err != nil {
@@ -194,40 +205,67 @@ func (l *Lab) RunRollout(ctx context.Context, c RolloutCase, b Behaviour, st Rol
 	if err != nil {
 		return nil, err
 	}
-	pod, server := l.rolloutPod(c)
-	// The cached name is in the cache before the stream starts.
-	for _, qt := range []string{"A", "AAAA"} {
-		if _, err := Query(pod, server, "web.default.svc.cluster.local", qt, false); err != nil {
-			return nil, fmt.Errorf("warm-up query from %s: %w", pod, err)
+	pods := l.rolloutPods(c)
+	res := &RolloutResult{Case: c, Behaviour: b}
+	for _, p := range pods {
+		res.Pods = append(res.Pods, p.pod)
+		// The cached name is in the cache before the stream starts.
+		for _, qt := range []string{"A", "AAAA"} {
+			if _, err := Query(p.pod, p.server, "web.default.svc.cluster.local", qt, false); err != nil {
+				return nil, fmt.Errorf("warm-up query from %s: %w", p.pod, err)
+			}
 		}
 	}
 
-	res := &RolloutResult{Case: c, Behaviour: b, Pod: pod, Clients: make([]Client, len(rolloutClients))}
 	start := time.Now()
 	logEvent := func(format string, args ...any) {
 		e := fmt.Sprintf("%5.2fs ", time.Since(start).Seconds()) + fmt.Sprintf(format, args...)
 		res.Events = append(res.Events, e)
 		l.cfg.Logf("%s: %s", c, e)
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(rolloutClients)+1)
-	for i, cl := range rolloutClients {
-		res.Clients[i].Name = cl.name
-		resolver := "go"
-		if cl.sys {
-			resolver = "system"
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		errs   []error
+		probes []*ProbeResult
+	)
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		errs = append(errs, err)
+	}
+	rate := st.Rate / float64(len(rolloutClients)*len(pods))
+	for _, p := range pods {
+		for _, cl := range rolloutClients {
+			resolver := "go"
+			if cl.sys {
+				resolver = "system"
+			}
+			wg.Go(func() {
+				ld, err := l.RunLoad(ctx, LoadSpec{
+					Pod: p.pod, Resolver: resolver, Concurrency: 16, Duration: st.Duration, Limit: st.Limit,
+					Hosts: RolloutHosts, Extra: append([]string{"-rate", fmt.Sprint(rate)}, cl.extra...),
+				})
+				if err != nil {
+					fail(fmt.Errorf("%s in %s: %w", cl.name, p.pod, err))
+					return
+				}
+				mu.Lock()
+				res.Clients = append(res.Clients, Client{Name: cl.name + " @" + p.server, Load: ld})
+				mu.Unlock()
+			})
 		}
 		wg.Go(func() {
-			ld, err := l.RunLoad(ctx, LoadSpec{
-				Pod: pod, Resolver: resolver, Concurrency: 16, Duration: st.Duration, Limit: st.Limit,
-				Hosts: RolloutHosts, Extra: append([]string{"-rate", fmt.Sprint(st.Rate / float64(len(rolloutClients)))}, cl.extra...),
-			})
-			res.Clients[i].Load, errs[i] = ld, err
+			pr, err := Probe(p.pod, p.server, "web.default.svc.cluster.local", 10*time.Millisecond, time.Second, st.Duration)
+			if err != nil {
+				fail(fmt.Errorf("probe in %s: %w", p.pod, err))
+				return
+			}
+			mu.Lock()
+			probes = append(probes, pr)
+			mu.Unlock()
 		})
 	}
-	wg.Go(func() {
-		res.Probe, errs[len(rolloutClients)] = Probe(pod, server, "web.default.svc.cluster.local", 10*time.Millisecond, time.Second, st.Duration)
-	})
 
 	select {
 	case <-time.After(rolloutLead):
@@ -238,6 +276,13 @@ func (l *Lab) RunRollout(ctx context.Context, c RolloutCase, b Behaviour, st Rol
 	logEvent("stream done")
 	if err := errors.Join(append(errs, eventErr)...); err != nil {
 		return res, err
+	}
+	sort.Slice(res.Clients, func(i, j int) bool { return res.Clients[i].Name < res.Clients[j].Name })
+	res.Probe = &ProbeResult{}
+	for _, pr := range probes {
+		res.Probe.Sent += pr.Sent
+		res.Probe.Answered += pr.Answered
+		res.Probe.LongestGap = max(res.Probe.LongestGap, pr.LongestGap)
 	}
 	for _, cl := range res.Clients {
 		res.Lookups += cl.Load.Requests
