@@ -24,7 +24,8 @@ const (
 	// the first gets SIGTERM (DaemonSet maxSurge 1, maxUnavailable 0).
 	Surge RolloutCase = iota + 1
 	// Restart: SIGTERM, start again 2 s after the exit; pod1 asks the
-	// kube-dns IP (kube-proxy iptables mode).
+	// kube-dns IP (kube-proxy iptables mode), which has kube-proxy's path
+	// while no cache runs.
 	Restart
 	// HandoffRestart: the same in IPVS style: the cache holds only
 	// 169.254.20.10 and pod2 asks only that.
@@ -65,8 +66,9 @@ const (
 	Ours Behaviour = iota
 	// NodeCache emulates k8s-dns-node-cache with the directive's settings:
 	// `teardown on`, `statedir none` (no instance knows of another, so the
-	// old one tears the node down under the new one) and health without
-	// lameduck, as node-cache's template has it. One thing is only
+	// old one tears the node down under the new one, and new queries are not
+	// steered to the new one) and health without lameduck, as node-cache's
+	// template has it. One thing is only
 	// approximated: our SIGTERM still removes the kube-dns IP before the
 	// rest, but without lameduck the rest follows within milliseconds,
 	// which is node-cache's tear-everything-down-at-exit.
@@ -109,7 +111,7 @@ type RolloutResult struct {
 	Failed    uint64
 	Slow      uint64 // at or above the stream's limit
 	Clients   []Client
-	Probe     *ProbeResult  // single UDP queries every 10 ms, no retries
+	Probe     *ProbeResult  // single UDP queries every 10 ms from each pod, no retries; the longest gap of any pod
 	Events    []string      // what was done when, relative to the stream's start
 	Ready     time.Duration // Crash: from the new start to its readiness
 }
