@@ -25,9 +25,6 @@ func TestRollout(t *testing.T) {
 
 	run := func(t *testing.T, c lab.RolloutCase, zeroLoss bool) *lab.RolloutResult {
 		t.Helper()
-		if err := l.FlushConntrack(ctx); err != nil {
-			t.Fatal(err)
-		}
 		r, err := l.RunRollout(ctx, c, lab.Ours, st)
 		if r != nil {
 			for _, e := range r.Events {
