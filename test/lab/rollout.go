@@ -195,8 +195,8 @@ func (l *Lab) rolloutPods(c RolloutCase) []podServer {
 }
 
 // RunRollout runs one case: it makes sure one cache instance runs the
-// case's Corefile (restarting the cache when it runs another), empties the
-// node's conntrack table, starts the
+// case's Corefile (restarting the cache when it runs another), deletes the
+// pods' DNS flows from the node's conntrack table, starts the
 // stream from the case's pods, makes the change 2 s in, and returns what
 // the pods saw. The cache left running is the case's last instance.
 func (l *Lab) RunRollout(ctx context.Context, c RolloutCase, b Behaviour, st RolloutStream) (*RolloutResult, error) {
@@ -210,7 +210,7 @@ func (l *Lab) RunRollout(ctx context.Context, c RolloutCase, b Behaviour, st Rol
 	}
 	// Conntrack entries of an earlier case (a handoff's DNAT flows live 30 s
 	// and more) would answer some of this case's queries by themselves.
-	if err := l.FlushConntrack(ctx); err != nil {
+	if err := l.ForgetPodDNSFlows(ctx); err != nil {
 		return nil, err
 	}
 	pods := l.rolloutPods(c)
