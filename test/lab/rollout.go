@@ -411,8 +411,8 @@ func (l *Lab) ensureCache(ctx context.Context, corefile string) (*Cache, error) 
 	return l.StartCacheConf(ctx, corefile)
 }
 
-// WriteRolloutTable prints results as a table: one row per case, the
-// behaviours side by side.
+// WriteRolloutTable prints results as a markdown table, one row per result
+// in the order given.
 func WriteRolloutTable(w io.Writer, results []*RolloutResult) {
 	fmt.Fprintf(w, "| %-26s | %-10s | %7s | %6s | %5s | %11s | %12s |\n", "case", "behaviour", "lookups", "failed", ">1 s", "longest gap", "probes lost")
 	fmt.Fprintf(w, "|%s|%s|%s|%s|%s|%s|%s|\n", strings.Repeat("-", 28), strings.Repeat("-", 12), strings.Repeat("-", 9), strings.Repeat("-", 8), strings.Repeat("-", 7), strings.Repeat("-", 13), strings.Repeat("-", 14))
