@@ -5,6 +5,7 @@
 //	nodelab demo [-c 200] [-d 20s]  # the experiment: pod lookups without, then with the cache
 //	nodelab up [-cache|-flags MODE] # build the lab and keep it until Ctrl-C
 //	nodelab down                    # remove leftovers of a run that could not clean up
+//	nodelab rollout [-d 15s]        # restarts and upgrades under load, ours and node-cache's behaviour
 //
 // Every run removes what it made, also on failure and Ctrl-C. It needs root;
 // all its network changes happen inside its own namespaces (nl-<runid>-…),
@@ -43,6 +44,8 @@ func main() {
 		err = up(ctx, os.Args[2:])
 	case "down":
 		err = down(os.Args[2:])
+	case "rollout":
+		err = rollout(ctx, os.Args[2:])
 	case "-h", "-help", "--help", "help":
 		usage(os.Stdout)
 		return
@@ -57,7 +60,7 @@ func main() {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, `Usage: nodelab demo|up|down [flags]
+	fmt.Fprint(w, `Usage: nodelab demo|up|down|rollout [flags]
 
   demo   build the lab, run the pod lookup experiment without and with the
          node cache, print the comparison, remove the lab
@@ -66,6 +69,8 @@ func usage(w io.Writer) {
          to use it, keep it until Ctrl-C
   down   remove leftovers of an earlier run (namespaces nl-*, /etc/netns/nl-*,
          their processes)
+  rollout  surge upgrade, restarts, SIGKILL and reload of the cache under a
+         stream of pod lookups, with our behaviour and node-cache's; prints a table
 
 Run "nodelab SUBCOMMAND -h" for flags. Needs root.
 `)

@@ -100,7 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 			"latency percentiles and how many lookups took -l milliseconds or more.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	fs.Var(&hosts, "host", "`NAME` to look up; repeat or comma-separate for several (default "+defaultHost+")")
+	fs.Var(&hosts, "host", "`NAME` to look up; repeat or comma-separate for several; "+UniqueMark+" in a name becomes a number unique to each lookup (default "+defaultHost+")")
 	fs.IntVar(&cfg.Concurrency, "c", cfg.Concurrency, "concurrent workers, one lookup in flight each")
 	fs.Var(seconds{&cfg.Duration}, "d", "run `SECONDS`; no lookup starts after that (also accepts 500ms, 2m)")
 	fs.IntVar(&limitMS, "l", limitMS, "count lookups taking at least `LIMIT_MS` milliseconds")

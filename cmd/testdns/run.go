@@ -2,12 +2,41 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 )
+
+// UniqueMark in a -host name is replaced, on every lookup, by a number no
+// other lookup of the run uses, after a random tag of the run: each lookup
+// asks a name no cache holds yet (the miss path).
+const UniqueMark = "{n}"
+
+// namer hands out the names to look up.
+type namer struct {
+	tag string
+	seq atomic.Uint64
+}
+
+func newNamer() *namer {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return &namer{tag: hex.EncodeToString(b)}
+}
+
+// name returns host with UniqueMark replaced by a fresh number.
+func (n *namer) name(host string) string {
+	if !strings.Contains(host, UniqueMark) {
+		return host
+	}
+	return strings.ReplaceAll(host, UniqueMark, n.tag+"-"+strconv.FormatUint(n.seq.Add(1), 10))
+}
 
 // workerStats is what one worker counts. Only its worker writes it, and it
 // is read after the workers are done, so it needs no locking.
@@ -80,13 +109,14 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Summary, error) 
 	defer cancel()
 
 	limiter := newRateLimiter(cfg.Rate)
+	names := newNamer()
 	var live liveCounters
 	stats := make([]*workerStats, cfg.Concurrency)
 	var wg sync.WaitGroup
 	for w := range cfg.Concurrency {
 		stats[w] = newWorkerStats(len(cfg.Hosts))
 		wg.Go(func() {
-			runWorker(ctx, startCtx, cfg, w, lookupers[w], limiter, stats[w], &live)
+			runWorker(ctx, startCtx, cfg, w, lookupers[w], limiter, names, stats[w], &live)
 		})
 	}
 
@@ -108,7 +138,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Summary, error) 
 
 // runWorker is one worker's loop: wait for a start slot, look up the next
 // name, record the outcome.
-func runWorker(ctx, startCtx context.Context, cfg Config, w int, l lookuper, limiter *rateLimiter, st *workerStats, live *liveCounters) {
+func runWorker(ctx, startCtx context.Context, cfg Config, w int, l lookuper, limiter *rateLimiter, names *namer, st *workerStats, live *liveCounters) {
 	s, canSettle := l.(settler)
 	for i := w; ; i++ {
 		if canSettle {
@@ -123,7 +153,7 @@ func runWorker(ctx, startCtx context.Context, cfg Config, w int, l lookuper, lim
 		hi := i % len(cfg.Hosts)
 		lctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 		t0 := time.Now()
-		err := l.lookup(lctx, cfg.Hosts[hi])
+		err := l.lookup(lctx, names.name(cfg.Hosts[hi]))
 		lat := time.Since(t0)
 		kind := KindOther
 		if err != nil {

@@ -22,6 +22,7 @@ const (
 	slowName    = "slow.testdns."
 	nxName      = "nx.testdns."
 	refusedName = "refused.testdns."
+	wildSuffix  = ".wild.testdns." // any name under it answers like fastName
 	slowDelay   = 300 * time.Millisecond
 )
 
@@ -52,6 +53,9 @@ func (s *testServer) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(r)
 	m.Authoritative, m.RecursionAvailable = true, true
+	if strings.HasSuffix(name, wildSuffix) {
+		name = fastName
+	}
 	switch name {
 	case slowName:
 		time.Sleep(slowDelay)
@@ -234,6 +238,35 @@ func TestRunTypes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRunUniqueNames checks that {n} gives every lookup a name of its own.
+func TestRunUniqueNames(t *testing.T) {
+	srv := startServer(t)
+	host := "u-" + UniqueMark + wildSuffix
+	cfg := testConfig(srv, host)
+	cfg.Duration = 300 * time.Millisecond
+	s := runFor(t, context.Background(), cfg)
+	if s.Requests == 0 || s.Errors != 0 {
+		t.Fatalf("requests %d errors %d (%v), want some and none", s.Requests, s.Errors, s.ErrorExamples)
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	distinct := 0
+	for k, n := range srv.seen {
+		if strings.HasSuffix(k, wildSuffix+" A") && !strings.Contains(k, UniqueMark) {
+			distinct++
+			if n != 1 {
+				t.Errorf("Server saw %q %d times, want each name once", k, n)
+			}
+		}
+	}
+	if distinct != int(s.Requests) {
+		t.Errorf("Server saw %d distinct names for %d lookups, want one per lookup", distinct, s.Requests)
+	}
+	if h := hostSummary(t, s, host); h.Requests != s.Requests {
+		t.Errorf("Summary counts %d lookups under %q, want all %d", h.Requests, host, s.Requests)
 	}
 }
 

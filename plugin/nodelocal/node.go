@@ -209,9 +209,14 @@ func (n *node) startup() error {
 }
 
 // takeover draws the traffic once the listeners are open: it writes the
-// rules, then removes a handoff path a predecessor may have left.
+// rules, then removes a handoff path a predecessor may have left. Beside
+// it, new queries are steered to this process's own sockets (steer.go).
 func (n *node) takeover(stop <-chan struct{}) {
 	hs := n.spec()
+	if n.s.cfg.StateDir != "" {
+		// Part of the coordination between instances, off with it.
+		go steerWhenOpen(hs.rules.LocalIPs, hs.rules.DNSPorts, stop)
+	}
 	deadline := time.Now().Add(listenWait)
 	for !listening(hs.rules.LocalIPs, hs.rules.DNSPorts) {
 		if time.Now().After(deadline) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -16,24 +17,23 @@ import (
 // UpstreamEnv is what kubelet sets for the kube-dns-upstream Service.
 var UpstreamEnv = "KUBE_DNS_UPSTREAM_SERVICE_HOST=" + KubeDNSUpIP
 
-// Cache is the running node cache.
+// Cache is one running node cache instance. Usually there is one per
+// node; a surge rollout runs a second beside it.
 type Cache struct {
 	lab  *Lab
 	Proc *Proc
-	Conf string // the Corefile it runs
+	Conf string // the Corefile it runs; the reload plugin watches it
+	src  string // the Corefile as the caller gave it
 }
 
 // StartCache starts the node cache in the node namespace exactly as the
 // DaemonSet container runs it (bin/coredns -conf <the project's node
 // Corefile>, KUBE_DNS_UPSTREAM_SERVICE_HOST from kubelet) and waits until
-// it answers on 169.254.20.10 and has its rules in.
+// it is ready.
 func (l *Lab) StartCache(ctx context.Context) (*Cache, error) {
-	l.mu.Lock()
-	if l.cache != nil {
-		l.mu.Unlock()
+	if l.Caches() > 0 {
 		return nil, errors.New("the node cache is already running")
 	}
-	l.mu.Unlock()
 	src, err := os.ReadFile(filepath.Join(l.cfg.Root, "Corefile.example"))
 	if err != nil {
 		return nil, err
@@ -41,40 +41,66 @@ func (l *Lab) StartCache(ctx context.Context) (*Cache, error) {
 	return l.StartCacheConf(ctx, string(src))
 }
 
-// StartCacheConf is StartCache with a Corefile of the caller's.
+// StartCacheConf starts a cache instance with a Corefile of the caller's
+// and waits until it answers on 169.254.20.10 and, when the Corefile has
+// nodelocal, until the instance itself logs that the node is set up (its
+// readiness: with a surge instance beside it, an answer or the shared ready
+// port may come from the other one). Instances already running stay: a
+// second call is a surge rollout's new pod.
 func (l *Lab) StartCacheConf(ctx context.Context, corefile string) (*Cache, error) {
 	c, err := l.startCache(ctx, corefile)
 	if err != nil {
 		return nil, err
 	}
 	l.mu.Lock()
-	l.cache = c
+	l.caches = append(l.caches, c)
 	l.mu.Unlock()
 	return c, nil
 }
 
+// Caches counts the cache instances the lab runs.
+func (l *Lab) Caches() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.caches)
+}
+
 var errExited = errors.New("exited")
 
+// setUpLine is what nodelocal logs once it has taken the node over and
+// turned ready.
+const setUpLine = "plugin/nodelocal: Node set up"
+
 func (l *Lab) startCache(ctx context.Context, corefile string) (*Cache, error) {
+	src := corefile
 	if !strings.Contains(corefile, "statedir") {
 		// The lab's node has its own /run: instances of other labs or tests
 		// on this machine must not count as this node's.
 		corefile = strings.Replace(corefile, "nodelocal {", "nodelocal {\n        statedir "+filepath.Join(l.Dir, "run"), 1)
 	}
-	conf := filepath.Join(l.Dir, "node.Corefile")
+	l.mu.Lock()
+	l.started++
+	name := "node-cache"
+	if l.started > 1 {
+		name = fmt.Sprintf("node-cache-%d", l.started)
+	}
+	l.mu.Unlock()
+	conf := filepath.Join(l.Dir, name+".Corefile")
 	if err := os.WriteFile(conf, []byte(corefile), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := l.start(l.Node, "node-cache", []string{UpstreamEnv}, l.Bin("coredns"), "-conf", conf)
+	p, err := l.start(l.Node, name, []string{UpstreamEnv}, l.Bin("coredns"), "-conf", conf)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cache{lab: l, Proc: p, Conf: conf}
-	// With nodelocal's metrics where CacheMetrics looks, wait for its rules too.
-	waitReady := strings.Contains(corefile, "nodelocal") && strings.Contains(corefile, "prometheus :9253")
+	c := &Cache{lab: l, Proc: p, Conf: conf, src: src}
+	managed := strings.Contains(corefile, "nodelocal")
 	err = waitFor(ctx, 15*time.Second, func() error {
 		if p.Exited() {
 			return errExited
+		}
+		if managed && !p.Logged(setUpLine) {
+			return errors.New("not set up yet")
 		}
 		r, err := Query(l.Node, LocalIP, Services[0].Name, "A", false)
 		if err != nil {
@@ -83,10 +109,7 @@ func (l *Lab) startCache(ctx context.Context, corefile string) (*Cache, error) {
 		if r.Rcode != dns.RcodeSuccess {
 			return fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
 		}
-		if !waitReady {
-			return nil
-		}
-		return nodeSetUp(l.Node)
+		return nil
 	})
 	if err != nil {
 		p.Stop(10 * time.Second)
@@ -99,12 +122,28 @@ func (l *Lab) startCache(ctx context.Context, corefile string) (*Cache, error) {
 // Stop ends the cache with SIGTERM, as the kubelet does, and waits for it
 // (the health plugin's lameduck keeps it answering for 5 s first).
 func (c *Cache) Stop() error {
-	c.lab.mu.Lock()
-	if c.lab.cache == c {
-		c.lab.cache = nil
-	}
-	c.lab.mu.Unlock()
+	c.forget()
 	return c.Proc.Stop(20 * time.Second)
+}
+
+// Kill ends the cache with SIGKILL, as a crash or the OOM killer does, and
+// waits for it: nothing of its own clean-up runs.
+func (c *Cache) Kill() error {
+	c.forget()
+	if err := c.Proc.Signal(syscall.SIGKILL); err != nil && !c.Proc.Exited() {
+		return err
+	}
+	if !c.Proc.Wait(5 * time.Second) {
+		return fmt.Errorf("%s (pid %d) does not end after SIGKILL", c.Proc.Name, c.Proc.PID())
+	}
+	return nil
+}
+
+// forget drops the instance from the lab's list.
+func (c *Cache) forget() {
+	c.lab.mu.Lock()
+	defer c.lab.mu.Unlock()
+	c.lab.caches = slices.DeleteFunc(c.lab.caches, func(o *Cache) bool { return o == c })
 }
 
 // Signal sends sig to the cache process.

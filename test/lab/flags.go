@@ -81,10 +81,7 @@ type FlagsCache struct {
 // flags' defaults, which on this machine would be the host's /etc). It waits
 // until the cache answers on 169.254.20.10 and has its rules in.
 func (l *Lab) StartNodeCacheFlags(ctx context.Context, opts FlagsOptions) (*FlagsCache, error) {
-	l.mu.Lock()
-	running := l.cache != nil
-	l.mu.Unlock()
-	if running {
+	if l.Caches() > 0 {
 		return nil, errors.New("the node cache is already running")
 	}
 	if opts.Mode == "" {
@@ -136,6 +133,9 @@ func (l *Lab) StartNodeCacheFlags(ctx context.Context, opts FlagsOptions) (*Flag
 		if p.Exited() {
 			return errExited
 		}
+		if !p.Logged(setUpLine) {
+			return errors.New("not set up yet")
+		}
 		r, err := Query(l.Node, LocalIP, Services[0].Name, "A", false)
 		if err != nil {
 			return err
@@ -143,31 +143,17 @@ func (l *Lab) StartNodeCacheFlags(ctx context.Context, opts FlagsOptions) (*Flag
 		if r.Rcode != dns.RcodeSuccess {
 			return fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
 		}
-		return nodeSetUp(l.Node)
+		return nil
 	})
 	if err != nil {
 		p.Stop(10 * time.Second)
 		return nil, fmt.Errorf("node cache (node-cache flags %s) did not come up: %w; its log:\n%s", strings.Join(c.Args, " "), err, p.Tail(20))
 	}
 	l.mu.Lock()
-	l.cache = c.Cache
+	l.caches = append(l.caches, c.Cache)
 	l.mu.Unlock()
 	l.cfg.Logf("node cache with node-cache flags up (pid %d): %s", p.PID(), strings.Join(c.Args, " "))
 	return c, nil
-}
-
-// nodeSetUp reports whether the cache has the node set up, rules included:
-// it answers before its rules are in (queries take kube-proxy's path until
-// then), and only coredns_nodelocal_ready says when they are.
-func nodeSetUp(ns string) error {
-	m, err := HTTPGet(ns, CacheMetrics, "/metrics")
-	if err != nil {
-		return err
-	}
-	if SumMetric(m, "coredns_nodelocal_ready") != 1 {
-		return errors.New("coredns_nodelocal_ready is not 1: the node is not set up yet")
-	}
-	return nil
 }
 
 // Rendered returns the Corefile the cache wrote to its -conf path.

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -66,10 +67,11 @@ type Lab struct {
 	procs []*Proc  // started processes, stopped in reverse order by Close
 	lock  *runLock // held while the lab lives: tells other runs it is no leftover
 
-	mu    sync.Mutex
-	cache *Cache
-	made  []string // namespaces made, for Close
-	etc   []string // /etc/netns dirs made
+	mu      sync.Mutex
+	caches  []*Cache // running cache instances, oldest first
+	started int      // cache instances started, to name their files
+	made    []string // namespaces made, for Close
+	etc     []string // /etc/netns dirs made
 }
 
 // Bin returns the path of a binary under the repository's bin/.
@@ -85,7 +87,7 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	if left := Leftovers(Prefix); len(left) > 0 {
+	if left := deadLeftovers(Leftovers(Prefix)); len(left) > 0 {
 		return nil, fmt.Errorf("leftovers of an earlier lab run are in the way: %s; remove them with `nodelab down` (it stops their processes and deletes them)", strings.Join(left, ", "))
 	}
 	for _, b := range []string{"coredns", "dnsdelay"} {
@@ -317,10 +319,10 @@ func waitFor(ctx context.Context, limit time.Duration, try func() error) error {
 func (l *Lab) Close() error {
 	var errs []error
 	l.mu.Lock()
-	c := l.cache
+	caches := slices.Clone(l.caches)
 	l.mu.Unlock()
-	if c != nil {
-		if err := c.Stop(); err != nil {
+	for i := len(caches) - 1; i >= 0; i-- {
+		if err := caches[i].Stop(); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -32,6 +32,7 @@ type LoadSpec struct {
 	Resolver    string        // "system" (glibc) or "go"
 	Concurrency int           // -c
 	Duration    time.Duration // -d
+	Limit       time.Duration // -l; 0 for 5 s
 	Hosts       []string      // -host
 	CPU         string        // taskset CPU list, "" for none
 	Extra       []string      // more flags
@@ -44,8 +45,12 @@ func (l *Lab) RunLoad(ctx context.Context, s LoadSpec) (*Load, error) {
 	if s.CPU != "" {
 		args = append(args, "taskset", "-c", s.CPU)
 	}
+	limit := s.Limit
+	if limit == 0 {
+		limit = 5 * time.Second
+	}
 	args = append(args, l.Bin("testdns"), "-resolver", s.Resolver, "-c", strconv.Itoa(s.Concurrency),
-		"-d", s.Duration.String(), "-l", "5000", "-q", "-json", out)
+		"-d", s.Duration.String(), "-l", strconv.FormatInt(limit.Milliseconds(), 10), "-q", "-json", out)
 	for _, h := range s.Hosts {
 		args = append(args, "-host", h)
 	}
@@ -74,11 +79,30 @@ func (l *Lab) FlushConntrack(ctx context.Context) error {
 	return err
 }
 
+// podIPs are the pods' addresses.
+var podIPs = []string{"198.18.1.2", "198.18.3.2"}
+
+// ForgetPodDNSFlows deletes the conntrack entries of the pods' DNS traffic
+// in the node namespace, and only those: flushing the whole table would
+// also cut the cache's TCP connections to kube-dns-upstream, whose DNAT
+// lives in their entries.
+func (l *Lab) ForgetPodDNSFlows(ctx context.Context) error {
+	for _, src := range podIPs {
+		for _, proto := range []string{"udp", "tcp"} {
+			out, err := nsRun(ctx, l.Node, "conntrack", "-D", "-p", proto, "-s", src, "--dport", "53")
+			if err != nil && !strings.Contains(out, " 0 flow entries") {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // PodDNSFlows counts the conntrack entries in the node namespace of DNS
 // traffic (UDP and TCP, original destination port 53) from the pods.
 func (l *Lab) PodDNSFlows(ctx context.Context) (int, error) {
 	n := 0
-	for _, src := range []string{"198.18.1.2", "198.18.3.2"} {
+	for _, src := range podIPs {
 		for _, proto := range []string{"udp", "tcp"} {
 			out, err := nsRun(ctx, l.Node, "conntrack", "-L", "-p", proto, "-s", src, "--dport", "53")
 			if err != nil {

@@ -122,6 +122,39 @@ func labNamespaces(prefix string) (left, running []string) {
 	return left, running
 }
 
+// deadLeftovers keeps the paths of runs no process runs in any more: a lab
+// of another test running at the same time is not in the way.
+func deadLeftovers(paths []string) []string {
+	live := map[string]bool{} // run prefix "nl-<id>-"
+	entries, _ := os.ReadDir(netnsRun)
+	for _, e := range entries {
+		run, ok := runOf(e.Name())
+		if !ok || live[run] {
+			continue
+		}
+		if out, err := exec.Command("ip", "netns", "pids", e.Name()).Output(); err == nil && strings.TrimSpace(string(out)) != "" {
+			live[run] = true
+		}
+	}
+	var dead []string
+	for _, p := range paths {
+		if run, ok := runOf(filepath.Base(p)); !ok || !live[run] {
+			dead = append(dead, p)
+		}
+	}
+	return dead
+}
+
+// runOf returns the "nl-<id>-" part of a lab's namespace name.
+func runOf(name string) (string, bool) {
+	rest, ok := strings.CutPrefix(name, Prefix)
+	if !ok {
+		return "", false
+	}
+	id, _, ok := strings.Cut(rest, "-")
+	return Prefix + id + "-", ok
+}
+
 // Clean removes every namespace and /etc/netns directory whose name starts
 // with prefix and whose run has ended, first stopping the processes still
 // running in them (by PID, as `ip netns pids` lists them): SIGTERM, then

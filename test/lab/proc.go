@@ -110,6 +110,12 @@ func (p *Proc) Stop(grace time.Duration) error {
 	return fmt.Errorf("%s (pid %d) does not end", p.Name, p.PID())
 }
 
+// Logged reports whether the process's log holds text.
+func (p *Proc) Logged(text string) bool {
+	b, _ := os.ReadFile(p.Log)
+	return strings.Contains(string(b), text)
+}
+
 // Tail returns the last n lines of the process's log.
 func (p *Proc) Tail(n int) string {
 	b, _ := os.ReadFile(p.Log)

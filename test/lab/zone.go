@@ -29,6 +29,9 @@ const (
 	OutsideAddr    = "198.18.4.10"
 	SRVName        = "_http._tcp.web.default.svc.cluster.local"
 	SRVTarget      = "web.default.svc.cluster.local"
+	WildDomain     = "wild.svc.cluster.local" // every name under it exists: unique names for the miss path
+	WildAddr       = "198.18.0.40"
+	WildAddr6      = "2001:2::28"
 	CacheMetrics   = LocalIP + ":9253" // prometheus in Corefile.example listens on :9253
 )
 
@@ -66,7 +69,8 @@ const soa = `"{{ .Zone }} 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.loc
 
 // upstreamCorefile is a "CoreDNS pod" of the cluster: cluster.local and the
 // reverse zone from a hosts file (TTL 300, so the cache's hit path is not
-// refresh-dominated), the SRV record from a template, NXDOMAIN with a SOA
+// refresh-dominated), the SRV record and the WildDomain wildcard from
+// templates, NXDOMAIN with a SOA
 // for every other cluster name (the hosts plugin has no SOA, so it falls
 // through to a catch-all template server), stub.test forwarded to its
 // server as a kube-dns stubDomain would be, and the rest to the outside
@@ -82,6 +86,16 @@ func upstreamCorefile(hostsPath string, withStub bool) string {
         match ^_http\._tcp\.web\.default\.svc\.cluster\.local\.$
         answer "{{ .Name }} %[4]d IN SRV 0 100 80 web.default.svc.cluster.local."
         additional "web.default.svc.cluster.local. %[4]d IN A 198.18.0.20"
+        fallthrough
+    }
+    template IN A cluster.local {
+        match ^[^.]+\.%[10]s\.$
+        answer "{{ .Name }} %[4]d IN A %[11]s"
+        fallthrough
+    }
+    template IN AAAA cluster.local {
+        match ^[^.]+\.%[10]s\.$
+        answer "{{ .Name }} %[4]d IN AAAA %[12]s"
         fallthrough
     }
     hosts %[3]s {
@@ -108,7 +122,8 @@ func upstreamCorefile(hostsPath string, withStub bool) string {
         authority %[9]s
     }
 }
-`, upstreamPort, upstreamMetric, hostsPath, ClusterTTL, nxdomainPort, StubDomain, StubIP, OutsideIP, soa)
+`, upstreamPort, upstreamMetric, hostsPath, ClusterTTL, nxdomainPort, StubDomain, StubIP, OutsideIP, soa,
+		strings.ReplaceAll(WildDomain, ".", `\.`), WildAddr, WildAddr6)
 	if withStub {
 		fmt.Fprintf(&b, `%[1]s:53 {
     bind %[2]s
