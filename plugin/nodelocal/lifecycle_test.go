@@ -150,8 +150,10 @@ func TestStartReloadShutdown(t *testing.T) {
 
 	finalShutdown(t, inst3)
 	ops = f.takeOps()
-	// 2001:2::a has a kube-proxy path: it goes first (drain), then the rest, rules before addresses.
-	if want := []string{"set rules iptables/auto", "remove address 2001:2::a", "remove rules iptables/auto", "remove address 169.254.20.10", "remove link nodelocaldns"}; !slices.Equal(ops, want) {
+	// 2001:2::a has a kube-proxy path: its rules go first (drain), then the
+	// rest, rules before addresses; its address stays until then, so replies
+	// to the queries in flight can still leave from it.
+	if want := []string{"set rules iptables/auto", "remove rules iptables/auto", "remove address 169.254.20.10", "remove address 2001:2::a", "remove link nodelocaldns"}; !slices.Equal(ops, want) {
 		t.Errorf("Final shutdown did %q, want %q (rules first, then addresses and link)", ops, want)
 	}
 	if got := f.state(); got != "" {
@@ -323,20 +325,21 @@ func runFinalShutdown(t *testing.T, inst *caddy.Instance) {
 	inst.Stop()
 }
 
-// TestDrain: on SIGTERM the kube-dns IP (which kube-proxy also serves) goes
-// first, before health's lameduck; the link-local IP keeps answering until
-// the final shutdown.
+// TestDrain: on SIGTERM the kube-dns IP's rules (kube-proxy also serves
+// that IP) go first, before health's lameduck, so new queries take
+// kube-proxy's path; its address stays for the replies to the queries in
+// flight, and the link-local IP keeps answering until the final shutdown.
 func TestDrain(t *testing.T) {
 	f := withFakeHost(t)
 	inst := start(t, twoBlocks)
 	f.takeOps()
 	runShutdown(t, inst)
-	const draining = "link nodelocaldns up=true [169.254.20.10]; rules iptables/auto [169.254.20.10] [0] 8080"
+	const draining = "link nodelocaldns up=true [169.254.20.10 198.18.0.10]; rules iptables/auto [169.254.20.10] [0] 8080"
 	if got := f.state(); got != draining {
 		t.Errorf("During the drain the node has\n%s\nwant\n%s", got, draining)
 	}
-	if ops := f.takeOps(); !slices.Equal(ops, []string{"set rules iptables/auto", "remove address 198.18.0.10"}) {
-		t.Errorf("Drain did %q, want the rules first, then the address", ops)
+	if ops := f.takeOps(); !slices.Equal(ops, []string{"set rules iptables/auto"}) {
+		t.Errorf("Drain did %q, want only the rules rewritten without the kube-dns IP", ops)
 	}
 	if nodeOf(inst).Ready() {
 		t.Error("Ready while draining")

@@ -463,8 +463,9 @@ func (n *node) resume() error {
 // (SIGTERM, SIGINT) it is the first step of the drain, before health's
 // lameduck: the cache turns not ready and stops drawing the traffic that has
 // another path, the local IPs kube-proxy also serves (the kube-dns
-// ClusterIP): their rules and addresses go, so pods reach CoreDNS through
-// kube-proxy while this process still answers on the link-local IP.
+// ClusterIP): their rules go, so new queries reach CoreDNS through
+// kube-proxy while this process answers what it holds and still serves the
+// link-local IP. Their addresses go with the rest at the final shutdown.
 // Nothing is removed while another instance runs on the node.
 func (n *node) shutdown() error {
 	n.stopReconcile()
@@ -503,23 +504,25 @@ func (n *node) shutdown() error {
 	if len(fallback) == 0 {
 		return nil
 	}
-	if len(keep) == 0 {
-		log.Infof("Stopping: removing %s so pods fall back to kube-proxy", describe(*applied))
-		err := n.remove(*applied)
-		applied = nil
-		return err
+	// Only the rules go now. The addresses stay until the final shutdown:
+	// queries this process already holds (in its socket queues, or waiting
+	// on the upstream) are answered from those addresses, and a reply from
+	// an address the node no longer has is lost, a 5 s stall for its
+	// client. Without the NOTRACK rules kube-proxy's DNAT takes every new
+	// query to those IPs, address or not.
+	if applied.rules.Mode == rules.ModeNone {
+		return nil
 	}
 	reduced := *applied
 	reduced.rules.LocalIPs = keep
-	reduced.link.Addrs = slices.DeleteFunc(slices.Clone(reduced.link.Addrs), func(a netip.Addr) bool { return slices.Contains(fallback, a) })
-	log.Infof("Stopping: %v go first so pods fall back to kube-proxy; still answering on %v", fallback, keep)
-	if reduced.rules.Mode != rules.ModeNone {
-		if _, err := n.host.EnsureRules(reduced.rules); err != nil {
+	if len(keep) == 0 {
+		log.Infof("Stopping: rules for %v go so pods fall back to kube-proxy; answering what is in flight", fallback)
+		if err := n.host.RemoveRules(reduced.rules); err != nil {
 			return fmt.Errorf("%s: drain: %w", pluginName, err)
 		}
-	}
-	if reduced.link.Name != "" {
-		if err := n.host.RemoveLink(netif.Spec{Name: reduced.link.Name, Addrs: fallback}); err != nil {
+	} else {
+		log.Infof("Stopping: rules for %v go so pods fall back to kube-proxy; still answering on %v", fallback, keep)
+		if _, err := n.host.EnsureRules(reduced.rules); err != nil {
 			return fmt.Errorf("%s: drain: %w", pluginName, err)
 		}
 	}
