@@ -67,11 +67,16 @@ run() { # name binary corefile
 	ip netns exec "$NS" env KUBE_DNS_UPSTREAM_SERVICE_HOST=198.18.0.11 GOMAXPROCS=${SERVER_GOMAXPROCS:-1} taskset -c 0 "$bin" -conf "$conf" >"$W/$name.log" 2>&1 &
 	pid=$!
 	for _ in $(seq 500); do
-		if nsx dig +short +tries=1 +time=1 @169.254.20.10 first.cluster.local A 2>/dev/null | grep -q 198.18.5.5; then break; fi
+		if nsx dig +tries=1 +time=1 @169.254.20.10 first.cluster.local A >"$W/$name.dig" 2>&1 && grep -q 198.18.5.5 "$W/$name.dig"; then break; fi
+		echo "$(date +%T.%N) $(grep -o 'status: [A-Z]*\|timed out\|refused' "$W/$name.dig" | head -1)" >>"$W/$name.firsttries"
 		sleep 0.01
 	done
 	t1=$(date +%s.%N)
 	first=$(echo "$t1 - $t0" | bc)
+	if [ "$(echo "$first > 1" | bc)" = 1 ]; then
+		echo "$name: slow first answer; tries:" >&2; sort "$W/$name.firsttries" | uniq -c -f1 | head -5 >&2
+	fi
+	rm -f "$W/$name.firsttries"
 	sleep 2
 	rss0=$(rss "$pid")
 	# warm the cache
