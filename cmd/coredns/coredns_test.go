@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -200,6 +201,28 @@ const nodeCorefile = `.:53 {
 }
 `
 
+// udpRcvBuf reads the receive buffer size of the UDP socket bound to addr
+// from `ss -uanm` ("skmem:(r0,rb8388608,..."); 0 when there is none.
+func udpRcvBuf(t *testing.T, addr string) int {
+	t.Helper()
+	out, err := nstest.Run(t, "ss", "-uanm")
+	if err != nil {
+		t.Fatalf("ss: %v", err)
+	}
+	lines := strings.Split(out, "\n")
+	for i, l := range lines {
+		f := strings.Fields(l)
+		if len(f) < 4 || f[3] != addr || i+1 == len(lines) {
+			continue
+		}
+		if m := regexp.MustCompile(`skmem:\(r\d+,rb(\d+),`).FindStringSubmatch(lines[i+1]); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			return n
+		}
+	}
+	return 0
+}
+
 // waitReady waits for the ready plugin to say 200: nodelocal has the rules in.
 func (c *cache) waitReady(limit time.Duration) time.Duration {
 	c.t.Helper()
@@ -253,6 +276,12 @@ func TestNodeLifecycle(t *testing.T) {
 			if got := linkAddrs(t); got != "169.254.20.10/32 198.18.0.10/32 2001:2::10/128" {
 				t.Errorf("nodelocaldns holds %q", got)
 			}
+			// Bursts of queries wait in a 4 MiB receive buffer (the kernel reports twice that).
+			for _, addr := range []string{"169.254.20.10:53", "198.18.0.10:53", "[2001:2::10]:53"} {
+				if rb := udpRcvBuf(t, addr); rb < 8<<20 {
+					t.Errorf("UDP listener %s has a %d byte receive buffer, want the rcvbuf default of 4 MiB", addr, rb/2)
+				}
+			}
 
 			// Reload: nothing removed, nothing doubled.
 			c.cmd.Process.Signal(syscall.SIGUSR1)
@@ -262,6 +291,9 @@ func TestNodeLifecycle(t *testing.T) {
 			}
 			if _, err := query("udp", "169.254.20.10", "example.org"); err != nil {
 				t.Errorf("No answer after reload: %v", err)
+			}
+			if rb := udpRcvBuf(t, "169.254.20.10:53"); rb < 8<<20 {
+				t.Errorf("After reload the UDP listener has a %d byte receive buffer, want 4 MiB", rb/2)
 			}
 
 			// Tampering as other programs on the node do is repaired within one period.

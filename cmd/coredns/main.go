@@ -15,5 +15,6 @@ func main() {
 	if err := plugins.Use(); err != nil {
 		log.Fatal(err)
 	}
+	primeStackStart()
 	coremain.Run()
 }

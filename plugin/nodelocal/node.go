@@ -58,6 +58,7 @@ type node struct {
 	handedOver bool // another instance on the node keeps the node state
 	torn       bool
 	lastErr    string
+	rcvBufErr  string // the last failure to raise the listeners' receive buffers, logged once
 	stopLoop   chan struct{}
 	loopDone   chan struct{}
 }
@@ -229,6 +230,7 @@ func (n *node) takeover(stop <-chan struct{}) {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+	n.ensureRcvBuf()
 	procMu.Lock()
 	defer procMu.Unlock()
 	n.mu.Lock()
@@ -400,6 +402,7 @@ func (n *node) reconcileLoop(takeover bool, stop <-chan struct{}, done chan<- st
 // is logged and counted; a failure is logged once until it changes, counted
 // every time, and makes Ready false until repaired.
 func (n *node) reconcile() {
+	n.ensureRcvBuf()
 	procMu.Lock()
 	defer procMu.Unlock()
 	n.mu.Lock()
@@ -422,6 +425,31 @@ func (n *node) reconcile() {
 		n.lastErr = ""
 	}
 	n.setReady(true)
+}
+
+// ensureRcvBuf gives the DNS listeners' UDP sockets the configured receive
+// buffer; a reload may have opened new ones, so it runs on every reconcile.
+// A failure is logged (once until it changes) but does not make the node
+// unready: the cache still answers, it only drops more under bursts.
+func (n *node) ensureRcvBuf() {
+	size := n.s.cfg.RcvBuf
+	if size == 0 {
+		return
+	}
+	raised, err := raiseRcvBuf(n.s.cfg.LocalIPs, n.s.ports, size)
+	if raised > 0 {
+		log.Infof("Receive buffer of %d UDP listener(s) set to %d bytes", raised, size)
+	}
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if msg != "" && msg != n.rcvBufErr {
+		log.Warningf("Cannot raise the listeners' receive buffer to %d bytes: %v", size, err)
+	}
+	n.rcvBufErr = msg
 }
 
 // restart marks the start of a reload (OnRestart of the running instance).

@@ -47,6 +47,7 @@ type Config struct {
 	Sync        time.Duration
 	Teardown    Teardown
 	StateDir    string // where instances on the node see each other; "" after `statedir none`
+	RcvBuf      int    // receive buffer of the UDP listeners in bytes; 0 after `rcvbuf none`
 }
 
 func defaultConfig() Config {
@@ -58,6 +59,7 @@ func defaultConfig() Config {
 		Sync:       defaultSync,
 		Teardown:   TeardownOn,
 		StateDir:   stateDirDefault,
+		RcvBuf:     defaultRcvBuf,
 	}
 }
 
@@ -173,6 +175,8 @@ func parse(c *caddy.Controller) (cfg Config, explicit bool, err error) {
 			cfg.Teardown, err = parseTeardown(args)
 		case "statedir":
 			cfg.StateDir, err = parseStateDir(args)
+		case "rcvbuf":
+			cfg.RcvBuf, err = parseRcvBuf(args)
 		default:
 			return cfg, false, c.Errf("unknown setting %q", key)
 		}
@@ -352,6 +356,40 @@ func parseStateDir(args []string) (string, error) {
 	return filepath.Clean(v), nil
 }
 
+// Bounds of `rcvbuf`: below the kernel's default it would only lose
+// queries, and the kernel caps the value at half of INT_MAX anyway.
+const (
+	minRcvBuf = 64 << 10
+	maxRcvBuf = 1 << 30
+)
+
+// parseRcvBuf reads `rcvbuf SIZE|none`: bytes, or with a K or M suffix
+// (binary multiples, as the kernel counts its buffers).
+func parseRcvBuf(args []string) (int, error) {
+	v, err := oneArg("rcvbuf", args)
+	if err != nil {
+		return 0, err
+	}
+	if v == "none" {
+		return 0, nil
+	}
+	num, mult := v, 1
+	switch {
+	case strings.HasSuffix(v, "K"), strings.HasSuffix(v, "k"):
+		num, mult = v[:len(v)-1], 1<<10
+	case strings.HasSuffix(v, "M"), strings.HasSuffix(v, "m"):
+		num, mult = v[:len(v)-1], 1<<20
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("rcvbuf %q is not a size such as 4M, 512K or 1048576", v)
+	}
+	if n > maxRcvBuf/mult || n*mult < minRcvBuf {
+		return 0, fmt.Errorf("rcvbuf %q is out of range: want 64K to 1024M, or none", v)
+	}
+	return n * mult, nil
+}
+
 // UpstreamEnv is the kubelet's service environment variable holding the
 // ClusterIP of Service svc: upper-cased, '-' to '_', plus _SERVICE_HOST.
 func UpstreamEnv(svc string) string {
@@ -383,6 +421,7 @@ func differ(a, b Config) (name, av, bv string) {
 		{"sync", a.Sync.String(), b.Sync.String()},
 		{"teardown", string(a.Teardown), string(b.Teardown)},
 		{"statedir", orNone(a.StateDir), orNone(b.StateDir)},
+		{"rcvbuf", strconv.Itoa(a.RcvBuf), strconv.Itoa(b.RcvBuf)},
 	}
 	for _, p := range pairs {
 		if p.a != p.b {

@@ -45,7 +45,7 @@ func TestParse(t *testing.T) {
 			localip 169.254.20.10,198.18.0.10
 		}`, false, "", func(c Config) string {
 			if len(c.LocalIPs) != 2 || c.Interface != "nodelocaldns" || c.Rules != rules.ModeIptables || c.Backend != rules.BackendAuto ||
-				c.HealthPort != 8080 || c.Sync != 10*time.Second || c.Teardown != TeardownOn || c.UpstreamSvc != "" {
+				c.HealthPort != 8080 || c.Sync != 10*time.Second || c.Teardown != TeardownOn || c.UpstreamSvc != "" || c.RcvBuf != 4<<20 {
 				return "defaults"
 			}
 			return ""
@@ -69,6 +69,31 @@ func TestParse(t *testing.T) {
 		}`, false, "", func(c Config) string {
 			if c.LocalIPs[0] != netip.MustParseAddr("169.254.20.10") || c.Rules != rules.ModeNone {
 				return "mapped address or rules none"
+			}
+			return ""
+		}},
+		// Receive buffer sizes: bytes, K and M suffixes, or none for the kernel's default.
+		{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 8M\n}", false, "", func(c Config) string {
+			if c.RcvBuf != 8<<20 {
+				return "rcvbuf 8M"
+			}
+			return ""
+		}},
+		{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 512k\n}", false, "", func(c Config) string {
+			if c.RcvBuf != 512<<10 {
+				return "rcvbuf 512k"
+			}
+			return ""
+		}},
+		{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 1048576\n}", false, "", func(c Config) string {
+			if c.RcvBuf != 1<<20 {
+				return "rcvbuf 1048576"
+			}
+			return ""
+		}},
+		{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf none\n}", false, "", func(c Config) string {
+			if c.RcvBuf != 0 {
+				return "rcvbuf none"
 			}
 			return ""
 		}},
@@ -98,6 +123,11 @@ func TestParse(t *testing.T) {
 		{"nodelocal {\nlocalip 169.254.20.10\nsync 60\n}", true, `sync "60" has no unit: write a duration such as 60s`, nil},
 		{"nodelocal {\nlocalip 169.254.20.10\nsync soon\n}", true, `sync "soon" is not a duration`, nil},
 		{"nodelocal {\nlocalip 169.254.20.10\nteardown maybe\n}", true, `teardown "maybe": want on, off or handoff`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 4G\n}", true, `rcvbuf "4G" is not a size such as 4M`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf -1M\n}", true, `rcvbuf "-1M" is not a size`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 32K\n}", true, `rcvbuf "32K" is out of range: want 64K to 1024M`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 2048M\n}", true, `rcvbuf "2048M" is out of range`, nil},
+		{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 4M 8M\n}", true, `rcvbuf wants one value, got 2`, nil},
 		{"nodelocal {\nlocalip 169.254.20.10\nfoo bar\n}", true, `unknown setting "foo"`, nil},
 		{"nodelocal {\nlocalip 169.254.20.10\nsync 10s\nsync 20s\n}", true, `sync given twice`, nil},
 		{"nodelocal 169.254.20.10", true, `unexpected argument "169.254.20.10"`, nil},
