@@ -1,6 +1,9 @@
 package main
 
-import "runtime"
+import (
+	"runtime"
+	"sync/atomic"
+)
 
 // miekg/dns serves every UDP query on a new goroutine. Go starts goroutines
 // with a stack the size of the average stack it scanned in the last GC
@@ -27,9 +30,13 @@ func primeStackStart() {
 // block parks the primers forever.
 var block = make(chan struct{})
 
+// primed counts the primers that hold their frame.
+var primed atomic.Int32
+
 func holdStack() {
 	var frame [stackPrimerSize]byte
 	use(frame[:])
+	primed.Add(1)
 	<-block
 	runtime.KeepAlive(&frame)
 }

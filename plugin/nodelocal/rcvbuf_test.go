@@ -31,22 +31,33 @@ func TestRaiseRcvBuf(t *testing.T) {
 		t.Skip("SO_RCVBUFFORCE needs root (CAP_NET_ADMIN)")
 	}
 	const size = 8 << 20
-	dns, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
+	// A UDP and a TCP listener on one port, as CoreDNS has them; the TCP
+	// port may be taken by another test's socket: pick again then.
+	var dns *net.UDPConn
+	var tcp *net.TCPListener
+	for try := 0; tcp == nil; try++ {
+		u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tl, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: u.LocalAddr().(*net.UDPAddr).Port})
+		if err != nil {
+			u.Close()
+			if try == 10 {
+				t.Fatal(err)
+			}
+			continue
+		}
+		dns, tcp = u, tl
 	}
 	defer dns.Close()
+	defer tcp.Close()
 	port := dns.LocalAddr().(*net.UDPAddr).Port
 	other, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	tcp, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tcp.Close()
 	wild, err := net.ListenUDP("udp", &net.UDPAddr{})
 	if err != nil {
 		t.Fatal(err)
