@@ -4,9 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,23 +22,17 @@ const defaultRcvBuf = 4 << 20
 // sockets it raised; sockets already at size are left alone, so it is cheap
 // to call on every reconcile and catches listeners a reload opened.
 func raiseRcvBuf(ips []netip.Addr, ports []int, size int) (int, error) {
-	entries, err := os.ReadDir("/proc/self/fd")
+	socks, err := ownSockets()
 	if err != nil {
-		return 0, fmt.Errorf("list own sockets: %w", err)
+		return 0, err
 	}
 	raised := 0
 	var errs []error
-	for _, e := range entries {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
+	for _, s := range socks {
+		if s.stream || !s.matches(ips, ports, true) {
 			continue
 		}
-		if link, err := os.Readlink("/proc/self/fd/" + e.Name()); err != nil || !strings.HasPrefix(link, "socket:") {
-			continue
-		}
-		if !isListener(fd, ips, ports) {
-			continue
-		}
+		fd := s.fd
 		// The kernel reports twice the size set (it counts its overhead).
 		if cur, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF); err == nil && cur >= 2*size {
 			continue
@@ -59,42 +50,4 @@ func raiseRcvBuf(ips []netip.Addr, ports []int, size int) (int, error) {
 		raised++
 	}
 	return raised, errors.Join(errs...)
-}
-
-// isListener reports whether fd is a UDP socket bound to one of ips (or a
-// wildcard address) and one of ports.
-func isListener(fd int, ips []netip.Addr, ports []int) bool {
-	if t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t != unix.SOCK_DGRAM {
-		return false
-	}
-	if p, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil || p != unix.IPPROTO_UDP {
-		return false
-	}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		return false
-	}
-	var ap netip.AddrPort
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		ap = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *unix.SockaddrInet6:
-		ap = netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
-	default:
-		return false
-	}
-	for _, p := range ports {
-		if int(ap.Port()) != p {
-			continue
-		}
-		if ap.Addr().IsUnspecified() {
-			return true
-		}
-		for _, ip := range ips {
-			if ip.WithZone("") == ap.Addr() {
-				return true
-			}
-		}
-	}
-	return false
 }

@@ -4,9 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"slices"
-	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -68,47 +65,25 @@ type sockGroup struct {
 	addr   netip.AddrPort
 }
 
-// ownSockets finds this process's UDP sockets and listening TCP sockets
+// steerGroups finds this process's UDP sockets and listening TCP sockets
 // bound to one of ips and one of ports, by group.
-func ownSockets(ips []netip.Addr, ports []int) map[sockGroup][]int {
+func steerGroups(ips []netip.Addr, ports []int) map[sockGroup][]int {
 	out := map[sockGroup][]int{}
-	entries, err := os.ReadDir("/proc/self/fd")
+	socks, err := ownSockets()
 	if err != nil {
 		return out
 	}
-	for _, e := range entries {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
+	for _, s := range socks {
+		if !s.matches(ips, ports, false) {
 			continue
 		}
-		typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
-		if err != nil || (typ != unix.SOCK_DGRAM && typ != unix.SOCK_STREAM) {
-			continue
-		}
-		sa, err := unix.Getsockname(fd)
-		if err != nil {
-			continue
-		}
-		var ap netip.AddrPort
-		switch a := sa.(type) {
-		case *unix.SockaddrInet4:
-			ap = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-		case *unix.SockaddrInet6:
-			ap = netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
-		default:
-			continue
-		}
-		if !slices.Contains(ports, int(ap.Port())) || !slices.ContainsFunc(ips, func(ip netip.Addr) bool { return ip.WithZone("") == ap.Addr() }) {
-			continue
-		}
-		stream := typ == unix.SOCK_STREAM
-		if stream {
-			if l, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || l == 0 {
+		if s.stream {
+			if l, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || l == 0 {
 				continue // a connection, not the listener
 			}
 		}
-		g := sockGroup{stream: stream, addr: ap}
-		out[g] = append(out[g], fd)
+		g := sockGroup{stream: s.stream, addr: s.addr}
+		out[g] = append(out[g], s.fd)
 	}
 	return out
 }
@@ -121,7 +96,7 @@ func ownSockets(ips []netip.Addr, ports []int) map[sockGroup][]int {
 func steerToSelf(ips []netip.Addr, ports []int) (int, error) {
 	steered := 0
 	var errs []error
-	for g, fds := range ownSockets(ips, ports) {
+	for g, fds := range steerGroups(ips, ports) {
 		err := attachSteer(fds)
 		switch {
 		case err == nil:
@@ -140,7 +115,7 @@ func steerToSelf(ips []netip.Addr, ports []int) (int, error) {
 var steerWhenOpen = func(ips []netip.Addr, ports []int, stop <-chan struct{}) {
 	want := 2 * len(ips) * len(ports)
 	deadline := time.Now().Add(listenWait)
-	for len(ownSockets(ips, ports)) < want {
+	for len(steerGroups(ips, ports)) < want {
 		if time.Now().After(deadline) {
 			break // steer what is there
 		}

@@ -189,10 +189,10 @@ func TestOwnSockets(t *testing.T) {
 	defer a.Close()
 
 	lo := netip.MustParseAddr("127.0.0.1")
-	got := ownSockets([]netip.Addr{lo}, []int{port})
+	got := steerGroups([]netip.Addr{lo}, []int{port})
 	ap := netip.AddrPortFrom(lo, uint16(port))
 	if len(got) != 2 || len(got[sockGroup{stream: false, addr: ap}]) != 1 || len(got[sockGroup{stream: true, addr: ap}]) != 1 {
-		t.Errorf("ownSockets = %v, want one UDP socket and one TCP listener on %s", got, ap)
+		t.Errorf("steerGroups = %v, want one UDP socket and one TCP listener on %s", got, ap)
 	}
 	// The UDP group is steered; Go's TCP listener is MPTCP by default,
 	// which refuses the program and is skipped.

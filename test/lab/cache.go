@@ -95,7 +95,18 @@ func (l *Lab) startCache(ctx context.Context, corefile string) (*Cache, error) {
 	}
 	c := &Cache{lab: l, Proc: p, Conf: conf, src: src}
 	managed := strings.Contains(corefile, "nodelocal")
-	err = waitFor(ctx, 15*time.Second, func() error {
+	if err := l.waitCacheUp(ctx, p, managed); err != nil {
+		p.Stop(10 * time.Second)
+		return nil, fmt.Errorf("node cache did not come up: %w; its log:\n%s", err, p.Tail(15))
+	}
+	l.cfg.Logf("node cache up (pid %d)", p.PID())
+	return c, nil
+}
+
+// waitCacheUp waits until the cache process p answers on 169.254.20.10
+// and, when it manages the node, has logged that the node is set up.
+func (l *Lab) waitCacheUp(ctx context.Context, p *Proc, managed bool) error {
+	return waitFor(ctx, 15*time.Second, func() error {
 		if p.Exited() {
 			return errExited
 		}
@@ -111,12 +122,6 @@ func (l *Lab) startCache(ctx context.Context, corefile string) (*Cache, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		p.Stop(10 * time.Second)
-		return nil, fmt.Errorf("node cache did not come up: %w; its log:\n%s", err, p.Tail(15))
-	}
-	l.cfg.Logf("node cache up (pid %d)", p.PID())
-	return c, nil
 }
 
 // Stop ends the cache with SIGTERM, as the kubelet does, and waits for it

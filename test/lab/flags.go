@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/miekg/dns"
 )
 
 // OfficialTemplate is the repository's copy of the Corefile template that
@@ -129,22 +127,7 @@ func (l *Lab) StartNodeCacheFlags(ctx context.Context, opts FlagsOptions) (*Flag
 		return nil, err
 	}
 	c.Cache = &Cache{lab: l, Proc: p, Conf: conf}
-	err = waitFor(ctx, 15*time.Second, func() error {
-		if p.Exited() {
-			return errExited
-		}
-		if !p.Logged(setUpLine) {
-			return errors.New("not set up yet")
-		}
-		r, err := Query(l.Node, LocalIP, Services[0].Name, "A", false)
-		if err != nil {
-			return err
-		}
-		if r.Rcode != dns.RcodeSuccess {
-			return fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
-		}
-		return nil
-	})
+	err = l.waitCacheUp(ctx, p, true)
 	if err != nil {
 		p.Stop(10 * time.Second)
 		return nil, fmt.Errorf("node cache (node-cache flags %s) did not come up: %w; its log:\n%s", strings.Join(c.Args, " "), err, p.Tail(20))

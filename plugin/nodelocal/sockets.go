@@ -1,0 +1,78 @@
+package nodelocal
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// ownSocket is one of this process's UDP sockets or TCP (or MPTCP) sockets,
+// with the address it is bound to.
+type ownSocket struct {
+	fd     int
+	stream bool // TCP, else UDP
+	addr   netip.AddrPort
+}
+
+// matches reports whether the socket is bound to one of ports and to one of
+// ips, or, with wildcard, to the unspecified address.
+func (s ownSocket) matches(ips []netip.Addr, ports []int, wildcard bool) bool {
+	port := int(s.addr.Port())
+	for _, p := range ports {
+		if p != port {
+			continue
+		}
+		if wildcard && s.addr.Addr().IsUnspecified() {
+			return true
+		}
+		for _, ip := range ips {
+			if ip.WithZone("") == s.addr.Addr() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ownSockets lists this process's IPv4 and IPv6 UDP and TCP sockets from
+// /proc/self/fd.
+func ownSockets() ([]ownSocket, error) {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return nil, fmt.Errorf("list own sockets: %w", err)
+	}
+	var out []ownSocket
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+		if err != nil || (typ != unix.SOCK_DGRAM && typ != unix.SOCK_STREAM) {
+			continue
+		}
+		if typ == unix.SOCK_DGRAM {
+			if p, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil || p != unix.IPPROTO_UDP {
+				continue
+			}
+		}
+		sa, err := unix.Getsockname(fd)
+		if err != nil {
+			continue
+		}
+		var ap netip.AddrPort
+		switch a := sa.(type) {
+		case *unix.SockaddrInet4:
+			ap = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+		case *unix.SockaddrInet6:
+			ap = netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
+		default:
+			continue
+		}
+		out = append(out, ownSocket{fd: fd, stream: typ == unix.SOCK_STREAM, addr: ap})
+	}
+	return out, nil
+}
