@@ -243,14 +243,6 @@ func podEnv(t *testing.T, r *rendered) map[string]string {
 
 var envRef = regexp.MustCompile(`\{\$([A-Za-z_][A-Za-z0-9_]*)\}`)
 
-// corefileTemplateFromOverlay returns the Corefile as the ConfigMap holds it
-// ({$VAR} references unexpanded; for compat, node-cache's template).
-func corefileTemplateFromOverlay(t *testing.T, dir string) string {
-	t.Helper()
-	r := render(t, dir)
-	return r.configMapNamed(t, "node-local-dns").Data["Corefile"]
-}
-
 // corefileFromOverlay returns the Corefile the cache would parse for this overlay:
 // the ConfigMap's text with every {$VAR} expanded from the pod's environment (the
 // params ConfigMap, and KUBE_DNS_UPSTREAM_SERVICE_HOST = upstreamFixture), as

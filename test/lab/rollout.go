@@ -152,14 +152,14 @@ var (
 
 func rolloutCorefile(src string, c RolloutCase, b Behaviour) (string, error) {
 	if !reloadLine.MatchString(src) || !healthBlock.MatchString(src) || !nodelocalTop.MatchString(src) {
-		return "", errors.New("Corefile.example has no reload, health { } or nodelocal { }: the rollout cases need them")
+		return "", errors.New("the Corefile (Corefile.example) has no reload, health { } or nodelocal { }: the rollout cases need them")
 	}
 	s := reloadLine.ReplaceAllString(src, "${1}reload 2s 1s")
 	var settings []string
 	if c == HandoffRestart {
 		pair := LocalIP + " " + KubeDNSIP
 		if !strings.Contains(s, pair) {
-			return "", fmt.Errorf("Corefile.example has no %q to reduce to the link-local IP", pair)
+			return "", fmt.Errorf("the Corefile (Corefile.example) has no %q to reduce to the link-local IP", pair)
 		}
 		s = strings.ReplaceAll(s, pair, LocalIP)
 		if b == Ours {
@@ -384,7 +384,7 @@ var successCache = regexp.MustCompile(`success (\d+) 30\b`)
 // 30 s to 10 s, a change a pod can see in the TTLs it gets.
 func editCacheTTL(corefile string) (string, error) {
 	if !successCache.MatchString(corefile) {
-		return "", errors.New("Corefile.example has no `success N 30` in its cache block to edit")
+		return "", errors.New("the Corefile (Corefile.example) has no `success N 30` in its cache block to edit")
 	}
 	return successCache.ReplaceAllString(corefile, "success ${1} 10"), nil
 }
