@@ -72,16 +72,15 @@ func (b *bencher) dnsperf(ctx context.Context, tag, file string, d time.Duration
 
 // testdns runs the users' experiment from pod1 and keeps its JSON.
 func (b *bencher) testdns(ctx context.Context, tag, resolver string) (bench.Testdns, error) {
-	out := filepath.Join(b.raw, tag+".testdns.json")
-	args := []string{"-resolver", resolver, "-c", strconv.Itoa(b.o.workers), "-d", b.o.loadD.String(),
-		"-l", "5000", "-q", "-json", out, "-host", lab.Services[0].Name}
-	ctx, cancel := context.WithTimeout(ctx, b.o.loadD+30*time.Second)
-	defer cancel()
-	name, argv := b.loadArgs(b.l.Bin("testdns"), args...)
-	if _, err := lab.PodRun(ctx, b.l.Pod1, name, argv...); err != nil {
+	spec := lab.LoadSpec{Pod: b.l.Pod1, Resolver: resolver, Concurrency: b.o.workers, Duration: b.o.loadD,
+		Hosts: []string{lab.Services[0].Name}, JSON: filepath.Join(b.raw, tag+".testdns.json")}
+	if b.pin {
+		spec.CPU = loadCPU
+	}
+	if _, err := b.l.RunLoad(ctx, spec); err != nil {
 		return bench.Testdns{}, err
 	}
-	raw, err := os.ReadFile(out)
+	raw, err := os.ReadFile(spec.JSON)
 	if err != nil {
 		return bench.Testdns{}, err
 	}

@@ -192,22 +192,9 @@ func (l *Lab) StartServer(ctx context.Context, name string, env []string, limit 
 // quickQuery asks for name's A record with a 50 ms timeout and reports
 // whether an answer came back.
 func quickQuery(ns, server, name string) (bool, error) {
-	r, err := queryTimeout(ns, server, name, 50*time.Millisecond)
+	r, err := exchange(ns, server, name, dns.TypeA, false, 50*time.Millisecond)
 	if err != nil {
 		return false, err
 	}
 	return len(r.Answer) > 0, nil
-}
-
-func queryTimeout(ns, server, name string, timeout time.Duration) (*dns.Msg, error) {
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
-	c := &dns.Client{Timeout: timeout}
-	var resp *dns.Msg
-	err := InNetns(ns, func() error {
-		var err error
-		resp, _, err = c.Exchange(m, server+":53")
-		return err
-	})
-	return resp, err
 }

@@ -36,11 +36,15 @@ type LoadSpec struct {
 	Hosts       []string      // -host
 	CPU         string        // taskset CPU list, "" for none
 	Extra       []string      // more flags
+	JSON        string        // where testdns writes its -json summary; "" for a file in the lab's directory
 }
 
 // RunLoad runs bin/testdns inside the pod and returns its summary.
 func (l *Lab) RunLoad(ctx context.Context, s LoadSpec) (*Load, error) {
-	out := filepath.Join(l.Dir, fmt.Sprintf("testdns-%d.json", time.Now().UnixNano()))
+	out := s.JSON
+	if out == "" {
+		out = filepath.Join(l.Dir, fmt.Sprintf("testdns-%d.json", time.Now().UnixNano()))
+	}
 	args := []string{"netns", "exec", s.Pod}
 	if s.CPU != "" {
 		args = append(args, "taskset", "-c", s.CPU)

@@ -134,9 +134,14 @@ func Query(ns, server, name, qtype string, tcp bool) (*dns.Msg, error) {
 	if !ok {
 		return nil, fmt.Errorf("unknown query type %q", qtype)
 	}
+	return exchange(ns, server, name, t, tcp, 2*time.Second)
+}
+
+// exchange sends one query from inside namespace ns to server:53.
+func exchange(ns, server, name string, qtype uint16, tcp bool, timeout time.Duration) (*dns.Msg, error) {
 	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), t)
-	c := &dns.Client{Timeout: 2 * time.Second}
+	m.SetQuestion(dns.Fqdn(name), qtype)
+	c := &dns.Client{Timeout: timeout}
 	if tcp {
 		c.Net = "tcp"
 	}
