@@ -1,10 +1,8 @@
 package rules
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"slices"
 	"strings"
 )
@@ -121,14 +119,6 @@ func (m *Manager) RemoveHandoff(spec Spec) error {
 	if err != nil {
 		return err
 	}
-	var errs []error
-	for _, f := range families {
-		if _, err := exec.LookPath(binary(f, b, "save")); err != nil {
-			continue
-		}
-		if _, err := m.remove(f, b, handoffChains); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	// No family needs its binaries: where they are missing there is no path.
+	return m.removeFamilies(b, handoffChains, func(family) bool { return false })
 }

@@ -238,15 +238,22 @@ func (m *Manager) Remove(spec Spec) error {
 	if err != nil {
 		return err
 	}
+	return m.removeFamilies(b, ownChains, func(f family) bool { return len(Render(spec, f.ipv6)) > 0 })
+}
+
+// removeFamilies runs remove for the given chains in both families. A
+// family whose iptables binaries are missing is skipped, or an error when
+// needed says the spec has rules in it.
+func (m *Manager) removeFamilies(b Backend, tables []Table, needed func(family) bool) error {
 	var errs []error
 	for _, f := range families {
 		if _, err := exec.LookPath(binary(f, b, "save")); err != nil {
-			if len(Render(spec, f.ipv6)) > 0 {
+			if needed(f) {
 				errs = append(errs, fmt.Errorf("%s not found in PATH: install the iptables package", binary(f, b, "save")))
 			}
 			continue
 		}
-		if _, err := m.remove(f, b, ownChains); err != nil {
+		if _, err := m.remove(f, b, tables); err != nil {
 			errs = append(errs, err)
 		}
 	}
