@@ -209,15 +209,11 @@ func (n *node) startup() error {
 	return nil
 }
 
-// takeover draws the traffic once the listeners are open: it writes the
-// rules, then removes a handoff path a predecessor may have left. Beside
-// it, new queries are steered to this process's own sockets (steer.go).
+// takeover draws the traffic once this process's listeners are open: it
+// steers new queries to its own sockets (steer.go), then writes the rules
+// and removes a handoff path a predecessor may have left.
 func (n *node) takeover(stop <-chan struct{}) {
 	hs := n.spec()
-	if n.s.cfg.StateDir != "" {
-		// Part of the coordination between instances, off with it.
-		go steerWhenOpen(hs.rules.LocalIPs, hs.rules.DNSPorts, stop)
-	}
 	deadline := time.Now().Add(listenWait)
 	for !listening(hs.rules.LocalIPs, hs.rules.DNSPorts) {
 		if time.Now().After(deadline) {
@@ -229,6 +225,10 @@ func (n *node) takeover(stop <-chan struct{}) {
 			return
 		case <-time.After(5 * time.Millisecond):
 		}
+	}
+	if n.s.cfg.StateDir != "" {
+		// Part of the coordination between instances, off with it.
+		steer(hs.rules.LocalIPs, hs.rules.DNSPorts)
 	}
 	n.ensureRcvBuf()
 	procMu.Lock()

@@ -37,6 +37,41 @@ func (s ownSocket) matches(ips []netip.Addr, ports []int, wildcard bool) bool {
 	return false
 }
 
+// accepts reports whether a TCP socket is a listener, not a connection.
+func (s ownSocket) accepts() bool {
+	l, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	return err == nil && l != 0
+}
+
+// listening reports whether this process has, on every ip:port, a UDP
+// socket and a listening TCP socket (a wildcard bind counts): its DNS
+// listeners are open. Tests replace it.
+var listening = func(ips []netip.Addr, ports []int) bool {
+	socks, err := ownSockets()
+	if err != nil {
+		return false
+	}
+	for _, ip := range ips {
+		for _, p := range ports {
+			udp, tcp := false, false
+			for _, s := range socks {
+				if !s.matches([]netip.Addr{ip}, []int{p}, true) {
+					continue
+				}
+				if s.stream {
+					tcp = tcp || s.accepts()
+				} else {
+					udp = true
+				}
+			}
+			if !udp || !tcp {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // ownSockets lists this process's IPv4 and IPv6 UDP and TCP sockets from
 // /proc/self/fd.
 func ownSockets() ([]ownSocket, error) {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -77,10 +76,8 @@ func steerGroups(ips []netip.Addr, ports []int) map[sockGroup][]int {
 		if !s.matches(ips, ports, false) {
 			continue
 		}
-		if s.stream {
-			if l, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || l == 0 {
-				continue // a connection, not the listener
-			}
+		if s.stream && !s.accepts() {
+			continue // a connection, not the listener
 		}
 		g := sockGroup{stream: s.stream, addr: s.addr}
 		out[g] = append(out[g], s.fd)
@@ -109,22 +106,9 @@ func steerToSelf(ips []netip.Addr, ports []int) (int, error) {
 	return steered, errors.Join(errs...)
 }
 
-// steerWhenOpen waits, at most listenWait, until this process's own UDP
-// and TCP sockets are open on every local IP and port, then steers new
-// traffic to them. In tests it is replaced.
-var steerWhenOpen = func(ips []netip.Addr, ports []int, stop <-chan struct{}) {
-	want := 2 * len(ips) * len(ports)
-	deadline := time.Now().Add(listenWait)
-	for len(steerGroups(ips, ports)) < want {
-		if time.Now().After(deadline) {
-			break // steer what is there
-		}
-		select {
-		case <-stop:
-			return
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+// steer steers new traffic to this process's own sockets on the local IPs
+// and ports; takeover calls it once they are open.
+func steer(ips []netip.Addr, ports []int) {
 	n, err := steerToSelf(ips, ports)
 	if err != nil {
 		log.Warningf("Cannot steer new queries to this instance (a surge rollout may lose the queries queued at the old instance when it stops): %v", err)
