@@ -21,11 +21,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/json"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodelocaldns/nodelocaldns/build/plugins"
+	"github.com/nodelocaldns/nodelocaldns/internal/manifests"
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal"
 )
 
@@ -57,151 +56,41 @@ var overlays = []overlay{
 }
 
 // rendered is one overlay's output, decoded.
-type rendered struct {
-	daemonSet      *appsv1.DaemonSet
-	services       map[string]*corev1.Service
-	configMaps     map[string]*corev1.ConfigMap
-	serviceAccount *corev1.ServiceAccount
-	serviceMonitor *serviceMonitor
-	promRule       *prometheusRule
-}
+type rendered struct{ *manifests.Objects }
 
-// Minimal Prometheus Operator types (monitoring.coreos.com/v1), enough to decode
-// our objects strictly: a field we write that is not here fails the test.
-type serviceMonitor struct {
-	APIVersion string     `json:"apiVersion"`
-	Kind       string     `json:"kind"`
-	ObjectMeta objectMeta `json:"metadata"`
-	Spec       struct {
-		JobLabel string `json:"jobLabel"`
-		Selector struct {
-			MatchLabels map[string]string `json:"matchLabels"`
-		} `json:"selector"`
-		NamespaceSelector struct {
-			MatchNames []string `json:"matchNames"`
-		} `json:"namespaceSelector"`
-		Endpoints []struct {
-			Port        string `json:"port"`
-			Interval    string `json:"interval"`
-			Relabelings []struct {
-				SourceLabels []string `json:"sourceLabels"`
-				TargetLabel  string   `json:"targetLabel"`
-			} `json:"relabelings"`
-		} `json:"endpoints"`
-	} `json:"spec"`
-}
-
-type prometheusRule struct {
-	APIVersion string     `json:"apiVersion"`
-	Kind       string     `json:"kind"`
-	ObjectMeta objectMeta `json:"metadata"`
-	Spec       struct {
-		Groups []struct {
-			Name  string `json:"name"`
-			Rules []struct {
-				Alert       string            `json:"alert"`
-				Expr        string            `json:"expr"`
-				For         string            `json:"for"`
-				Labels      map[string]string `json:"labels"`
-				Annotations map[string]string `json:"annotations"`
-			} `json:"rules"`
-		} `json:"groups"`
-	} `json:"spec"`
-}
-
-type objectMeta struct {
-	Name      string            `json:"name"`
-	Namespace string            `json:"namespace"`
-	Labels    map[string]string `json:"labels"`
-}
-
-// strictDecode decodes JSON into v, failing on unknown or duplicate fields and on
-// case mismatches, as the API server's strict field validation does.
+// strictDecode decodes JSON into v as the API server's strict field
+// validation does.
 func strictDecode(t *testing.T, what string, data []byte, v any) {
 	t.Helper()
-	strictErrs, err := json.UnmarshalStrict(data, v)
-	if err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-	for _, e := range strictErrs {
-		t.Errorf("%s: strict decoding: %v", what, e)
+	if err := manifests.StrictDecode(what, data, v); err != nil {
+		t.Error(err)
 	}
 }
 
 // render runs kustomize on dir (relative to deploy/) and decodes every object.
 func render(t *testing.T, dir string) *rendered {
 	t.Helper()
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	m, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	o, err := manifests.Render(dir)
 	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
+		t.Fatal(err)
 	}
-	out := &rendered{services: map[string]*corev1.Service{}, configMaps: map[string]*corev1.ConfigMap{}}
-	for _, r := range m.Resources() {
-		y, err := r.AsYAML()
-		if err != nil {
-			t.Fatal(err)
-		}
-		j, err := yaml.YAMLToJSON(y)
-		if err != nil {
-			t.Fatal(err)
-		}
-		gvk := r.GetGvk()
-		what := fmt.Sprintf("%s %s/%s", dir, gvk.Kind, r.GetName())
-		if ns := r.GetNamespace(); ns != "kube-system" {
-			t.Errorf("%s: namespace %q, want kube-system", what, ns)
-		}
-		switch gvk.ApiVersion() + " " + gvk.Kind {
-		case "apps/v1 DaemonSet":
-			if out.daemonSet != nil {
-				t.Fatalf("%s: more than one DaemonSet", dir)
-			}
-			out.daemonSet = &appsv1.DaemonSet{}
-			strictDecode(t, what, j, out.daemonSet)
-		case "v1 Service":
-			s := &corev1.Service{}
-			strictDecode(t, what, j, s)
-			out.services[s.Name] = s
-		case "v1 ConfigMap":
-			c := &corev1.ConfigMap{}
-			strictDecode(t, what, j, c)
-			out.configMaps[c.Name] = c
-		case "v1 ServiceAccount":
-			out.serviceAccount = &corev1.ServiceAccount{}
-			strictDecode(t, what, j, out.serviceAccount)
-		case "monitoring.coreos.com/v1 ServiceMonitor":
-			out.serviceMonitor = &serviceMonitor{}
-			strictDecode(t, what, j, out.serviceMonitor)
-		case "monitoring.coreos.com/v1 PrometheusRule":
-			out.promRule = &prometheusRule{}
-			strictDecode(t, what, j, out.promRule)
-		default:
-			t.Errorf("%s: unexpected object %s", dir, gvk)
+	for _, ref := range o.All {
+		if ref.Namespace != "kube-system" {
+			t.Errorf("%s: %s: namespace %q, want kube-system", dir, ref, ref.Namespace)
 		}
 	}
-	if out.daemonSet == nil || out.serviceAccount == nil {
-		t.Fatalf("%s: no DaemonSet or ServiceAccount rendered", dir)
-	}
-	return out
+	return &rendered{o}
 }
 
 // configMapNamed returns the generated ConfigMap whose name is prefix plus
 // kustomize's hash suffix.
 func (r *rendered) configMapNamed(t *testing.T, prefix string) *corev1.ConfigMap {
 	t.Helper()
-	var found *corev1.ConfigMap
-	for name, c := range r.configMaps {
-		if strings.HasPrefix(name, prefix+"-") && !strings.HasPrefix(strings.TrimPrefix(name, prefix+"-"), "params") {
-			if found != nil {
-				t.Fatalf("two ConfigMaps named %s-*", prefix)
-			}
-			found = c
-		}
+	c, err := r.ConfigMapNamed(prefix)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if found == nil {
-		t.Fatalf("no ConfigMap %s-<hash> rendered", prefix)
-	}
-	return found
+	return c
 }
 
 func (r *rendered) params(t *testing.T) map[string]string {
@@ -210,33 +99,20 @@ func (r *rendered) params(t *testing.T) map[string]string {
 
 func (r *rendered) container(t *testing.T) *corev1.Container {
 	t.Helper()
-	cs := r.daemonSet.Spec.Template.Spec.Containers
-	if len(cs) != 1 || cs[0].Name != "node-cache" {
-		t.Fatalf("want one container node-cache, got %d", len(cs))
+	c, err := r.Container()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return &cs[0]
+	return c
 }
 
 // podEnv is the environment the cache process sees: the params ConfigMap (envFrom)
 // plus the kubelet's service variable for the upstream.
 func podEnv(t *testing.T, r *rendered) map[string]string {
 	t.Helper()
-	env := map[string]string{"KUBE_DNS_UPSTREAM_SERVICE_HOST": upstreamFixture}
-	c := r.container(t)
-	for _, ef := range c.EnvFrom {
-		if ef.ConfigMapRef == nil {
-			t.Fatalf("envFrom without configMapRef")
-		}
-		cm, ok := r.configMaps[ef.ConfigMapRef.Name]
-		if !ok {
-			t.Fatalf("envFrom names ConfigMap %q, which is not rendered", ef.ConfigMapRef.Name)
-		}
-		for k, v := range cm.Data {
-			env[k] = v
-		}
-	}
-	for _, e := range c.Env {
-		env[e.Name] = e.Value
+	env, err := r.PodEnv(map[string]string{"KUBE_DNS_UPSTREAM_SERVICE_HOST": upstreamFixture})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return env
 }
@@ -448,7 +324,7 @@ func TestOverlays(t *testing.T) {
 
 			if ov.monitor {
 				checkMonitoring(t, r)
-			} else if r.serviceMonitor != nil || r.promRule != nil {
+			} else if r.ServiceMonitor != nil || r.PrometheusRule != nil {
 				t.Errorf("monitoring objects rendered in %s", ov.dir)
 			}
 		})
@@ -457,7 +333,7 @@ func TestOverlays(t *testing.T) {
 
 func checkPodSpec(t *testing.T, ov overlay, r *rendered, params map[string]string) {
 	t.Helper()
-	ds := r.daemonSet
+	ds := r.DaemonSet
 	if ds.Name != "node-local-dns" || ds.Spec.Selector == nil || !mapsEqual(ds.Spec.Selector.MatchLabels, map[string]string{"k8s-app": "node-local-dns"}) {
 		t.Errorf("DaemonSet name/selector changed: %s %v (must stay the official ones to roll in place)", ds.Name, ds.Spec.Selector)
 	}
@@ -477,8 +353,8 @@ func checkPodSpec(t *testing.T, ov overlay, r *rendered, params map[string]strin
 	if ps.PriorityClassName != "system-node-critical" {
 		t.Errorf("priorityClassName %q", ps.PriorityClassName)
 	}
-	if ps.ServiceAccountName != r.serviceAccount.Name {
-		t.Errorf("serviceAccountName %q, ServiceAccount %q", ps.ServiceAccountName, r.serviceAccount.Name)
+	if ps.ServiceAccountName != r.ServiceAccount.Name {
+		t.Errorf("serviceAccountName %q, ServiceAccount %q", ps.ServiceAccountName, r.ServiceAccount.Name)
 	}
 	if ps.EnableServiceLinks == nil || !*ps.EnableServiceLinks {
 		t.Error("enableServiceLinks must be true: the upstream comes from KUBE_DNS_UPSTREAM_SERVICE_HOST")
@@ -625,7 +501,7 @@ func mapsEqual(a, b map[string]string) bool {
 
 func checkServices(t *testing.T, r *rendered) {
 	t.Helper()
-	up, ok := r.services["kube-dns-upstream"]
+	up, ok := r.Services["kube-dns-upstream"]
 	if !ok {
 		t.Fatal("no kube-dns-upstream Service")
 	}
@@ -645,15 +521,15 @@ func checkServices(t *testing.T, r *rendered) {
 	if up.Spec.ClusterIP == corev1.ClusterIPNone {
 		t.Error("kube-dns-upstream must have a ClusterIP")
 	}
-	ms, ok := r.services["node-local-dns"]
+	ms, ok := r.Services["node-local-dns"]
 	if !ok {
 		t.Fatal("no node-local-dns metrics Service")
 	}
 	if ms.Spec.ClusterIP != corev1.ClusterIPNone {
 		t.Error("metrics Service must be headless")
 	}
-	if !mapsEqual(ms.Spec.Selector, r.daemonSet.Spec.Template.Labels) {
-		t.Errorf("metrics Service selector %v does not select the pods %v", ms.Spec.Selector, r.daemonSet.Spec.Template.Labels)
+	if !mapsEqual(ms.Spec.Selector, r.DaemonSet.Spec.Template.Labels) {
+		t.Errorf("metrics Service selector %v does not select the pods %v", ms.Spec.Selector, r.DaemonSet.Spec.Template.Labels)
 	}
 	hasMetrics := false
 	for _, p := range ms.Spec.Ports {
@@ -780,9 +656,9 @@ func checkCompat(t *testing.T, r *rendered, params map[string]string, healthPort
 		t.Errorf("compat readiness %+v, want /health on the health port", rp)
 	}
 	var kd *corev1.Volume
-	for i, v := range r.daemonSet.Spec.Template.Spec.Volumes {
+	for i, v := range r.DaemonSet.Spec.Template.Spec.Volumes {
 		if v.Name == "kube-dns-config" {
-			kd = &r.daemonSet.Spec.Template.Spec.Volumes[i]
+			kd = &r.DaemonSet.Spec.Template.Spec.Volumes[i]
 		}
 	}
 	if kd == nil || kd.ConfigMap == nil || kd.ConfigMap.Name != "kube-dns" || kd.ConfigMap.Optional == nil || !*kd.ConfigMap.Optional {
@@ -798,7 +674,7 @@ func checkCompat(t *testing.T, r *rendered, params map[string]string, healthPort
 		t.Error("compat: kube-dns-config not mounted at /etc/kube-dns")
 	}
 	hasSetupMetrics := false
-	for _, p := range r.services["node-local-dns"].Spec.Ports {
+	for _, p := range r.Services["node-local-dns"].Spec.Ports {
 		if p.Port == 9353 {
 			hasSetupMetrics = true
 		}
@@ -810,11 +686,11 @@ func checkCompat(t *testing.T, r *rendered, params map[string]string, healthPort
 
 func checkMonitoring(t *testing.T, r *rendered) {
 	t.Helper()
-	sm, pr := r.serviceMonitor, r.promRule
+	sm, pr := r.ServiceMonitor, r.PrometheusRule
 	if sm == nil || pr == nil {
 		t.Fatal("monitoring overlay must render a ServiceMonitor and a PrometheusRule")
 	}
-	ms := r.services["node-local-dns"]
+	ms := r.Services["node-local-dns"]
 	if !mapsEqual(sm.Spec.Selector.MatchLabels, ms.Labels) {
 		t.Errorf("ServiceMonitor selects %v, metrics Service labels %v", sm.Spec.Selector.MatchLabels, ms.Labels)
 	}
