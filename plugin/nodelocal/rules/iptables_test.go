@@ -85,8 +85,8 @@ func requireRules(t *testing.T, spec Spec, b Backend) {
 		for _, table := range Render(spec, f.ipv6) {
 			cur := parseSave(tableDump(d, table.Name))
 			for _, c := range table.Chains {
-				if !slices.Equal(cur.chains[c.Name], c.Rules) {
-					t.Errorf("%s %s %s holds\n%s\nwant\n%s", binary(f, b, ""), table.Name, c.Name, strings.Join(cur.chains[c.Name], "\n"), strings.Join(c.Rules, "\n"))
+				if !slices.Equal(cur.chains[c.Name], c.Lines()) {
+					t.Errorf("%s %s %s holds\n%s\nwant\n%s", binary(f, b, ""), table.Name, c.Name, strings.Join(cur.chains[c.Name], "\n"), strings.Join(c.Lines(), "\n"))
 				}
 				if got := cur.chains[c.Builtin]; len(got) == 0 || got[0] != c.Jump() || count(got, c.Jump()) != 1 {
 					t.Errorf("%s %s %s: jump not first or not once: %q", binary(f, b, ""), table.Name, c.Builtin, got)

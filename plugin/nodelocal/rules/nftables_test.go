@@ -13,7 +13,7 @@ func TestRenderNft(t *testing.T) {
 	for _, c := range chains {
 		got = append(got, c.Name+":")
 		for _, r := range c.Rules {
-			got = append(got, "  "+r.String())
+			got = append(got, "  "+r.Nft())
 		}
 	}
 	if len(chains) != 4 || len(chains[1].Rules) != 18 || len(chains[2].Rules) != 6 {
