@@ -4,6 +4,7 @@ import (
 	encbin "encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -221,8 +222,10 @@ func ensureNft(spec Spec) ([]string, error) {
 				changes = append(changes, fmt.Sprintf("chain %s rewritten in table inet %s (%d rules missing, %d unexpected)", ch.Name, NftTable, missing, extra))
 			}
 		}
-		if len(have) != len(want) && len(changes) == 0 {
-			changes = append(changes, fmt.Sprintf("table inet %s rewritten (unexpected chains)", NftTable))
+		for _, name := range slices.Sorted(maps.Keys(have)) {
+			if !slices.ContainsFunc(want, func(c NftChain) bool { return c.Name == name }) {
+				changes = append(changes, fmt.Sprintf("chain %s removed from table inet %s", name, NftTable))
+			}
 		}
 	}
 	if len(changes) == 0 {
