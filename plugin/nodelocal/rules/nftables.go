@@ -188,7 +188,7 @@ func (r Rule) exprs() ([]expr.Any, error) {
 }
 
 // nftConn opens a netlink connection in the calling thread's namespace.
-var nftConn = func() (*nftables.Conn, error) { return nftables.New() }
+func nftConn() (*nftables.Conn, error) { return nftables.New() }
 
 // ensureNft makes table inet nodelocaldns hold exactly the rendered chains.
 // What is there is compared by chain and by each rule's user data; on any

@@ -19,6 +19,15 @@
 // the standing DNAT to Spec.Upstream for Spec.Fallback addresses (which only
 // packets no socket takes reach, as NOTRACKed packets skip the nat table).
 //
+// Where the standing DNAT lands: a DNAT ends NAT for the packet (the first
+// binding in a hook wins), so kube-proxy's own DNAT of the ClusterIP no
+// longer happens. It reaches a CoreDNS pod when the node holds the
+// ClusterIP (IPVS mode), and in ModeIptables when kube-proxy runs in
+// iptables mode on the same backend: the rule then jumps to kube-proxy's
+// KUBE-SVC chain of the Service instead (which kube-proxy then cannot
+// delete while the rule stands). In ModeNftables, or with kube-proxy in
+// nftables mode, the packet leaves addressed to a ClusterIP nobody answers.
+//
 // What stays uncovered: traffic the node itself sends (hostNetwork pods,
 // kubelet) goes through raw OUTPUT, where this guard cannot work. xt_socket
 // is refused outside PREROUTING and INPUT ("Invalid argument" from both
