@@ -220,3 +220,38 @@ func TestGuardDataPath(t *testing.T) {
 		})
 	}
 }
+
+// TestGuardFallbackKubeProxy: with kube-proxy in iptables mode the upstream
+// ClusterIP is held by no one; the standing DNAT jumps to kube-proxy's
+// Service chain and lands on its endpoint.
+func TestGuardFallbackKubeProxy(t *testing.T) {
+	for _, b := range backends {
+		t.Run(string(b), func(t *testing.T) {
+			pod := guardNode(t)
+			kube := "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-UPSTREAM - [0:0]\n" +
+				"-A KUBE-SERVICES -d 198.18.0.12/32 -p udp -m udp --dport 53 -j KUBE-SVC-UPSTREAM\n" +
+				"-A KUBE-SVC-UPSTREAM -p udp -j DNAT --to-destination " + guardEndpoint + ":53\n" +
+				"-A PREROUTING -j KUBE-SERVICES\nCOMMIT\n"
+			if _, err := nstest.RunInput(t, kube, binary(families[0], b, "restore"), "--noflush"); err != nil {
+				t.Fatal(err)
+			}
+			spec := Spec{Mode: ModeIptables, Backend: b, DNSPorts: []int{53}, Guard: true,
+				LocalIPs: []netip.Addr{netip.MustParseAddr(guardLocal)},
+				Fallback: []netip.Addr{netip.MustParseAddr(guardLocal)}, Upstream: netip.MustParseAddr("198.18.0.12")}
+			m := New()
+			ensure(t, m, spec)
+			serve(t, guardEndpoint, "198.18.7.53")
+			c := serve(t, guardLocal, "198.18.7.1")
+			if got, err := ask(t, pod, guardLocal); got != "198.18.7.1" {
+				t.Errorf("Cache up: answered by %q (%v), want the cache", got, err)
+			}
+			c.Close()
+			if got, err := ask(t, pod, guardLocal); got != "198.18.7.53" {
+				t.Errorf("No cache socket: answered by %q (%v), want kube-proxy's endpoint", got, err)
+			}
+			if err := m.Remove(spec); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
