@@ -147,15 +147,7 @@ func (m *Manager) Ensure(spec Spec) ([]string, error) {
 		if want == nil && r.Present() != nil {
 			continue // nothing can be there
 		}
-		hasNat := slices.ContainsFunc(want, func(t Table) bool { return t.Name == "nat" })
-		m.mu.Lock()
-		natUsed := m.natUsed[r.Name()]
-		m.mu.Unlock()
-		own := ownChains[:2]
-		if hasNat || natUsed {
-			own = ownChains // read nat only when it holds, or held, our chain
-		}
-		c, err := m.apply(r, own, want, spec.Upstream)
+		c, err := m.apply(r, m.ownTables(r, want), want, spec.Upstream)
 		for _, c := range c {
 			if want == nil {
 				c += fmt.Sprintf(": no %s local IP", f.name)
@@ -166,10 +158,22 @@ func (m *Manager) Ensure(spec Spec) ([]string, error) {
 			return changes, err
 		}
 		m.mu.Lock()
-		m.natUsed[r.Name()] = hasNat
+		m.natUsed[r.Name()] = slices.ContainsFunc(want, func(t Table) bool { return t.Name == "nat" })
 		m.mu.Unlock()
 	}
 	return changes, nil
+}
+
+// ownTables are the tables Ensure compares for r: raw and filter, and nat
+// only when want has a chain there or the last Ensure had (it holds
+// kube-proxy's Services: large, and read only when needed).
+func (m *Manager) ownTables(r Runner, want []Table) []Table {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.natUsed[r.Name()] || slices.ContainsFunc(want, func(t Table) bool { return t.Name == "nat" }) {
+		return ownChains
+	}
+	return ownChains[:2]
 }
 
 // apply reads the tables of own, plans what makes the chains of own hold

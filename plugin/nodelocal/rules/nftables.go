@@ -75,22 +75,11 @@ func RenderNft(spec Spec) []NftChain {
 // which is how Ensure compares what is there with what is wanted.
 func (r Rule) Nft() string {
 	var b strings.Builder
-	for _, m := range []struct {
-		a   bool
-		dir string
-	}{{r.Src.IsValid(), "s"}, {r.Dst.IsValid(), "d"}} {
-		if !m.a {
-			continue
-		}
-		a := r.Src
-		if m.dir == "d" {
-			a = r.Dst
-		}
-		fam := "ip"
-		if a.Is6() {
-			fam = "ip6"
-		}
-		fmt.Fprintf(&b, "%s %saddr %s ", fam, m.dir, a)
+	if r.Src.IsValid() {
+		fmt.Fprintf(&b, "%s saddr %s ", nftFamily(r.Src), r.Src)
+	}
+	if r.Dst.IsValid() {
+		fmt.Fprintf(&b, "%s daddr %s ", nftFamily(r.Dst), r.Dst)
 	}
 	b.WriteString(r.Proto)
 	if r.SPort > 0 {
@@ -104,45 +93,31 @@ func (r Rule) Nft() string {
 	}
 	b.WriteString(" counter ")
 	switch r.Target {
-	case TargetNotrack:
-		b.WriteString("notrack")
-	case TargetAccept:
-		b.WriteString("accept")
+	case TargetNotrack, TargetAccept:
+		b.WriteString(strings.ToLower(string(r.Target)))
 	case TargetDNAT:
-		fam := "ip"
-		if r.To.Addr().Is6() {
-			fam = "ip6"
-		}
-		fmt.Fprintf(&b, "dnat %s to %s", fam, r.To)
+		fmt.Fprintf(&b, "dnat %s to %s", nftFamily(r.To.Addr()), r.To)
 	default:
 		b.WriteString("jump " + string(r.Target))
 	}
 	return b.String()
 }
 
+func nftFamily(a netip.Addr) string {
+	if a.Is6() {
+		return "ip6"
+	}
+	return "ip"
+}
+
 // exprs compiles a rule for the inet family.
 func (r Rule) exprs() ([]expr.Any, error) {
 	var e []expr.Any
-	addr := func(a netip.Addr, src bool) {
-		nfproto, off, n := byte(unix.NFPROTO_IPV4), uint32(16), uint32(4) // IPv4 daddr
-		if a.Is6() {
-			nfproto, off, n = unix.NFPROTO_IPV6, 24, 16
-		}
-		if src {
-			off -= n // saddr sits right before daddr in both headers
-		}
-		e = append(e,
-			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{nfproto}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a.AsSlice()},
-		)
-	}
 	if r.Src.IsValid() {
-		addr(r.Src, true)
+		e = append(e, addrExprs(r.Src, true)...)
 	}
 	if r.Dst.IsValid() {
-		addr(r.Dst, false)
+		e = append(e, addrExprs(r.Dst, false)...)
 	}
 	l4 := byte(unix.IPPROTO_UDP)
 	if r.Proto == "tcp" {
@@ -152,13 +127,11 @@ func (r Rule) exprs() ([]expr.Any, error) {
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{l4}},
 	)
-	for _, p := range []struct{ port, off int }{{r.SPort, 0}, {r.DPort, 2}} {
-		if p.port > 0 {
-			e = append(e,
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: uint32(p.off), Len: 2},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: encbin.BigEndian.AppendUint16(nil, uint16(p.port))},
-			)
-		}
+	if r.SPort > 0 {
+		e = append(e, portExprs(r.SPort, 0)...)
+	}
+	if r.DPort > 0 {
+		e = append(e, portExprs(r.DPort, 2)...)
 	}
 	if r.Socket {
 		// socket wildcard 0: a socket takes the packet and is bound to an address.
@@ -185,6 +158,31 @@ func (r Rule) exprs() ([]expr.Any, error) {
 		), nil
 	}
 	return nil, fmt.Errorf("rule %q: nftables cannot jump to iptables chain %s", r.Nft(), r.Target)
+}
+
+// addrExprs match the packet's family and its source or destination address.
+func addrExprs(a netip.Addr, src bool) []expr.Any {
+	nfproto, off, n := byte(unix.NFPROTO_IPV4), uint32(16), uint32(4) // IPv4 daddr
+	if a.Is6() {
+		nfproto, off, n = unix.NFPROTO_IPV6, 24, 16
+	}
+	if src {
+		off -= n // saddr sits right before daddr in both headers
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{nfproto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a.AsSlice()},
+	}
+}
+
+// portExprs match the transport header's port at off (0 source, 2 destination).
+func portExprs(port int, off uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: encbin.BigEndian.AppendUint16(nil, uint16(port))},
+	}
 }
 
 // nftConn opens a netlink connection in the calling thread's namespace.

@@ -223,62 +223,72 @@ func plan(own, want []Table, cur map[string]saved, where string) ([]string, stri
 				wt = x
 			}
 		}
-		have := cur[t.Name]
-		at := strings.TrimSpace(where + " " + t.Name)
-		var decl, body, jumps, drops []string
-		for _, c := range wt.Chains {
-			lines := c.Lines()
-			got, exists := have.chains[c.Name]
-			switch {
-			case !exists:
-				changes = append(changes, fmt.Sprintf("chain %s created in %s (%d rules)", c.Name, at, len(lines)))
-			case !slices.Equal(got, lines):
-				missing, extra := diff(lines, got)
-				changes = append(changes, fmt.Sprintf("chain %s rewritten in %s (%d rules missing, %d unexpected)", c.Name, at, missing, extra))
-			default:
-				continue
-			}
-			// Under --noflush a declared chain is flushed (or created), then rewritten.
-			decl = append(decl, fmt.Sprintf(":%s - [0:0]", c.Name))
-			body = append(body, lines...)
-		}
-		for _, c := range wt.Chains {
-			switch n := count(have.chains[c.Builtin], c.Jump()); {
-			case n == 0:
-				jumps = append(jumps, insertJump(c))
-				changes = append(changes, fmt.Sprintf("jump %s -> %s added in %s", c.Builtin, c.Name, at))
-			case n > 1:
-				// -D takes the first match: drop them all, put one back on top.
-				for range n {
-					jumps = append(jumps, deleteJump(c))
-				}
-				jumps = append(jumps, insertJump(c))
-				changes = append(changes, fmt.Sprintf("jump %s -> %s duplicates removed in %s (%d)", c.Builtin, c.Name, at, n-1))
-			}
-		}
-		for _, c := range t.Chains {
-			if slices.ContainsFunc(wt.Chains, func(w Chain) bool { return w.Name == c.Name }) {
-				continue
-			}
-			for range count(have.chains[c.Builtin], c.Jump()) {
-				jumps = append(jumps, deleteJump(c))
-			}
-			if _, ok := have.chains[c.Name]; ok {
-				decl = append(decl, fmt.Sprintf(":%s - [0:0]", c.Name))
-				drops = append(drops, "-X "+c.Name)
-				changes = append(changes, fmt.Sprintf("chain %s removed from %s", c.Name, at))
-			}
-		}
-		if len(decl)+len(jumps) == 0 {
+		c, lines := planTable(t, wt, cur[t.Name], strings.TrimSpace(where+" "+t.Name))
+		changes = append(changes, c...)
+		if len(lines) == 0 {
 			continue
 		}
 		b.WriteString("*" + t.Name + "\n")
-		for _, l := range slices.Concat(decl, body, jumps, drops) {
+		for _, l := range lines {
 			b.WriteString(l + "\n")
 		}
 		b.WriteString("COMMIT\n")
 	}
 	return changes, b.String()
+}
+
+// planTable plans one table: own lists the chains looked after, want the
+// wanted ones with their rules, have what is there; at names the table in
+// messages. It returns the changes and the table's restore lines.
+func planTable(own, want Table, have saved, at string) ([]string, []string) {
+	var changes, decl, body, jumps, drops []string
+	for _, c := range want.Chains {
+		lines := c.Lines()
+		got, exists := have.chains[c.Name]
+		switch {
+		case !exists:
+			changes = append(changes, fmt.Sprintf("chain %s created in %s (%d rules)", c.Name, at, len(lines)))
+		case !slices.Equal(got, lines):
+			missing, extra := diff(lines, got)
+			changes = append(changes, fmt.Sprintf("chain %s rewritten in %s (%d rules missing, %d unexpected)", c.Name, at, missing, extra))
+		default:
+			continue
+		}
+		// Under --noflush a declared chain is flushed (or created), then rewritten.
+		decl = append(decl, fmt.Sprintf(":%s - [0:0]", c.Name))
+		body = append(body, lines...)
+	}
+	for _, c := range want.Chains {
+		switch n := count(have.chains[c.Builtin], c.Jump()); {
+		case n == 0:
+			jumps = append(jumps, insertJump(c))
+			changes = append(changes, fmt.Sprintf("jump %s -> %s added in %s", c.Builtin, c.Name, at))
+		case n > 1:
+			// -D takes the first match: drop them all, put one back on top.
+			for range n {
+				jumps = append(jumps, deleteJump(c))
+			}
+			jumps = append(jumps, insertJump(c))
+			changes = append(changes, fmt.Sprintf("jump %s -> %s duplicates removed in %s (%d)", c.Builtin, c.Name, at, n-1))
+		}
+	}
+	for _, c := range own.Chains {
+		if slices.ContainsFunc(want.Chains, func(w Chain) bool { return w.Name == c.Name }) {
+			continue
+		}
+		for range count(have.chains[c.Builtin], c.Jump()) {
+			jumps = append(jumps, deleteJump(c))
+		}
+		if _, ok := have.chains[c.Name]; ok {
+			decl = append(decl, fmt.Sprintf(":%s - [0:0]", c.Name))
+			drops = append(drops, "-X "+c.Name)
+			changes = append(changes, fmt.Sprintf("chain %s removed from %s", c.Name, at))
+		}
+	}
+	if len(decl)+len(jumps) == 0 {
+		return changes, nil
+	}
+	return changes, slices.Concat(decl, body, jumps, drops)
 }
 
 // insertJump is the restore line that puts c's jump first in its built-in chain.
