@@ -225,3 +225,36 @@ func mustSave(r *fakeRunner, table string) string {
 	s, _ := r.Save(table)
 	return s
 }
+
+// TestAutoBackendTables: auto follows a kubelet hint chain first, then the
+// backend holding more KUBE- rules, else nft.
+func TestAutoBackendTables(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		rules map[string]string // restore input by runner
+		want  Backend
+	}{
+		{"no kube-proxy", nil, BackendNft},
+		{"KUBE- rules in legacy", map[string]string{"iptables-legacy": "*nat\n:KUBE-SERVICES - [0:0]\n-A PREROUTING -j KUBE-SERVICES\nCOMMIT\n"}, BackendLegacy},
+		{"hint in nft beats rules in legacy", map[string]string{
+			"iptables-legacy": "*nat\n:KUBE-SERVICES - [0:0]\n-A PREROUTING -j KUBE-SERVICES\n-A OUTPUT -j KUBE-SERVICES\nCOMMIT\n",
+			"ip6tables-nft":   "*raw\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n",
+		}, BackendNft},
+	} {
+		all, newR := fakeRunners()
+		for _, ipv6 := range []bool{false, true} {
+			for _, b := range backends {
+				newR(ipv6, b)
+			}
+		}
+		for name, in := range tc.rules {
+			if err := all[name].Restore(in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m := New(WithRunner(newR))
+		if got, err := m.backend(BackendAuto); got != tc.want || err != nil {
+			t.Errorf("Test %q: auto picked %s (%v), want %s", tc.name, got, err, tc.want)
+		}
+	}
+}
