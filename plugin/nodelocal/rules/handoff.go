@@ -3,8 +3,6 @@ package rules
 import (
 	"fmt"
 	"net/netip"
-	"slices"
-	"strings"
 )
 
 // The handoff path (`teardown handoff`, for IPVS mode where pods only know
@@ -14,7 +12,6 @@ import (
 const (
 	chainHandoffPrerouting = "NODELOCALDNS-HANDOFF"
 	chainHandoffOutput     = "NODELOCALDNS-HANDOFF-OUT"
-	upstreamPort           = 53
 )
 
 var handoffChains = []Table{
@@ -29,63 +26,30 @@ var handoffChains = []Table{
 // ClusterIP itself.
 func RenderHandoff(spec Spec, upstream netip.Addr, svc map[string]string) []Table {
 	upstream = upstream.Unmap()
-	var ips []netip.Addr
-	for _, a := range spec.LocalIPs {
-		if a = a.Unmap(); a.Is6() == upstream.Is6() && !slices.Contains(ips, a) {
-			ips = append(ips, a)
-		}
-	}
+	ips := familyIPs(spec.LocalIPs, upstream.Is6())
 	if len(ips) == 0 {
 		return nil
 	}
-	var pre, out []string
+	pre := Chain{Name: chainHandoffPrerouting, Builtin: "PREROUTING"}
+	out := Chain{Name: chainHandoffOutput, Builtin: "OUTPUT"}
 	for _, l := range ips {
-		h := netip.PrefixFrom(l, l.BitLen()).String()
 		for _, p := range spec.DNSPorts {
 			for _, proto := range []string{"udp", "tcp"} {
-				target := svc[proto]
-				if target == "" {
-					target = "DNAT --to-destination " + netip.AddrPortFrom(upstream, upstreamPort).String()
+				r := Rule{Proto: proto, Dst: l, DPort: p, Target: TargetDNAT, To: netip.AddrPortFrom(upstream, upstreamPort)}
+				if svc[proto] != "" {
+					r.Target, r.To = Target(svc[proto]), netip.AddrPort{}
 				}
-				pre = append(pre, rule(chainHandoffPrerouting, "-d", h, proto, "--dport", p, target))
-				out = append(out, rule(chainHandoffOutput, "-d", h, proto, "--dport", p, target))
+				pre.Rules = append(pre.Rules, r)
+				out.Rules = append(out.Rules, r)
 			}
 		}
 	}
-	t := slices.Clone(handoffChains)
-	t[0].Chains = []Chain{{chainHandoffPrerouting, "PREROUTING", pre}, {chainHandoffOutput, "OUTPUT", out}}
-	return t
-}
-
-// kubeServiceChains finds kube-proxy's KUBE-SVC chains for upstream:53 in a
-// saved nat table, by protocol.
-func kubeServiceChains(nat saved, upstream netip.Addr) map[string]string {
-	dst := netip.PrefixFrom(upstream, upstream.BitLen()).String()
-	found := map[string]string{}
-	for _, r := range nat.chains["KUBE-SERVICES"] {
-		f := strings.Fields(r)
-		var d, proto, dport, jump string
-		for i := 0; i+1 < len(f); i++ {
-			switch f[i] {
-			case "-d":
-				d = f[i+1]
-			case "-p":
-				proto = f[i+1]
-			case "--dport":
-				dport = f[i+1]
-			case "-j":
-				jump = f[i+1]
-			}
-		}
-		if d == dst && dport == fmt.Sprint(upstreamPort) && strings.HasPrefix(jump, "KUBE-SVC-") && found[proto] == "" {
-			found[proto] = jump
-		}
-	}
-	return found
+	return []Table{{Name: "nat", Chains: []Chain{pre, out}}}
 }
 
 // EnsureHandoff installs the handoff path for the spec's local IPs to
-// upstream (ModeIptables only).
+// upstream (ModeIptables only), through kube-proxy's Service chain when it
+// has one.
 func (m *Manager) EnsureHandoff(spec Spec, upstream netip.Addr) error {
 	if spec.Mode != ModeIptables {
 		return fmt.Errorf("teardown handoff needs rules iptables, not %s", spec.Mode)
@@ -98,15 +62,11 @@ func (m *Manager) EnsureHandoff(spec Spec, upstream netip.Addr) error {
 	if upstream.Unmap().Is6() {
 		f = families[1]
 	}
-	nat, err := m.save(f, b, "nat")
-	if err != nil {
-		return err
-	}
-	want := RenderHandoff(spec, upstream, kubeServiceChains(nat, upstream.Unmap()))
+	want := RenderHandoff(spec, upstream, nil)
 	if want == nil {
 		return fmt.Errorf("teardown handoff: no local IP of the upstream %s's family", upstream)
 	}
-	_, err = m.ensureFamily(f, b, want)
+	_, err = m.apply(m.runner(f, b), handoffChains, want, upstream)
 	return err
 }
 

@@ -21,11 +21,11 @@ func TestRenderHandoff(t *testing.T) {
 		"-A NODELOCALDNS-HANDOFF -d 198.18.0.10/32 -p udp -m udp --dport 53 -m comment --comment nodelocaldns -j DNAT --to-destination 198.18.0.11:53",
 		"-A NODELOCALDNS-HANDOFF -d 198.18.0.10/32 -p tcp -m tcp --dport 53 -m comment --comment nodelocaldns -j DNAT --to-destination 198.18.0.11:53",
 	}
-	if len(got) != 1 || got[0].Name != "nat" || !slices.Equal(got[0].Chains[0].Rules, want) {
-		t.Errorf("RenderHandoff PREROUTING =\n%s\nwant\n%s", strings.Join(got[0].Chains[0].Rules, "\n"), strings.Join(want, "\n"))
+	if len(got) != 1 || got[0].Name != "nat" || !slices.Equal(got[0].Chains[0].Lines(), want) {
+		t.Errorf("RenderHandoff PREROUTING =\n%s\nwant\n%s", strings.Join(got[0].Chains[0].Lines(), "\n"), strings.Join(want, "\n"))
 	}
 	if len(got[0].Chains[1].Rules) != 4 || got[0].Chains[1].Builtin != "OUTPUT" {
-		t.Errorf("Host-originated traffic not handed off: %q", got[0].Chains[1].Rules)
+		t.Errorf("Host-originated traffic not handed off: %q", got[0].Chains[1].Lines())
 	}
 
 	// iptables mode: jump to kube-proxy's Service chain, found in a saved nat table.
@@ -41,7 +41,7 @@ COMMIT
 		t.Fatalf("kubeServiceChains = %v", svc)
 	}
 	got = RenderHandoff(spec, up, svc)
-	if r := got[0].Chains[0].Rules[1]; !strings.HasSuffix(r, "-p tcp -m tcp --dport 53 -m comment --comment nodelocaldns -j KUBE-SVC-UPSTREAMTCP") {
+	if r := got[0].Chains[0].Lines()[1]; !strings.HasSuffix(r, "-p tcp -m tcp --dport 53 -m comment --comment nodelocaldns -j KUBE-SVC-UPSTREAMTCP") {
 		t.Errorf("TCP handoff rule %q does not jump to kube-proxy's chain", r)
 	}
 	if RenderHandoff(Spec{LocalIPs: []netip.Addr{netip.MustParseAddr("2001:2::10")}, DNSPorts: []int{53}}, up, nil) != nil {

@@ -1,35 +1,35 @@
 package rules
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"os/exec"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	clog "github.com/coredns/coredns/plugin/pkg/log"
-
-	"github.com/coreos/go-iptables/iptables"
 )
 
 var log = clog.NewWithPlugin("nodelocal")
 
 // Manager applies the rule set with iptables-restore and reads it back with
-// iptables-save. go-iptables has no restore, and rule-by-rule -C/-I/-D calls
-// are neither atomic nor cheap, so the rule work execs the restore and save
-// binaries; go-iptables checks the binaries' version (for the -w form).
+// iptables-save, through a Runner per family and backend. go-iptables has no
+// restore, and rule-by-rule -C/-I/-D calls are neither atomic nor cheap, so
+// the real runner execs the restore and save binaries; go-iptables checks
+// the binaries' version (for the -w form).
 type Manager struct {
-	wait   time.Duration
-	prefix []string
-	env    []string
+	wait      time.Duration
+	prefix    []string
+	env       []string
+	newRunner func(ipv6 bool, b Backend) Runner
 
 	mu       sync.Mutex
 	resolved map[Backend]Backend // what auto (or a fixed backend) became
 	waitArgv map[string][]string // -w form by restore binary
+	natUsed  map[string]bool     // by runner: the last Ensure wrote the nat table
+	socket   map[string]error    // socket probe result by mode/backend
 }
 
 // Option configures a Manager.
@@ -48,30 +48,33 @@ func WithCommandPrefix(prefix ...string) Option {
 // e.g. XTABLES_LOCKFILE.
 func WithEnv(env ...string) Option { return func(m *Manager) { m.env = slices.Clone(env) } }
 
+// WithRunner replaces the iptables binaries with the given runners, one per
+// family (ipv6 or not) and backend, e.g. fakes in tests.
+func WithRunner(r func(ipv6 bool, b Backend) Runner) Option {
+	return func(m *Manager) { m.newRunner = r }
+}
+
 // New returns a Manager.
 func New(opts ...Option) *Manager {
-	m := &Manager{wait: 5 * time.Second, resolved: map[Backend]Backend{}, waitArgv: map[string][]string{}}
+	m := &Manager{
+		wait:     5 * time.Second,
+		resolved: map[Backend]Backend{},
+		waitArgv: map[string][]string{},
+		natUsed:  map[string]bool{},
+		socket:   map[string]error{},
+	}
 	for _, o := range opts {
 		o(m)
 	}
 	return m
 }
 
-// family is one of iptables or ip6tables.
-type family struct {
-	name string // iptables or ip6tables
-	ipv6 bool
-}
-
-var families = []family{{"iptables", false}, {"ip6tables", true}}
-
-// binary names the backend's command of a family: kind is "", "save" or "restore".
-func binary(f family, b Backend, kind string) string {
-	n := f.name + "-" + string(b)
-	if kind != "" {
-		n += "-" + kind
+// runner returns the Runner of a family and backend.
+func (m *Manager) runner(f family, b Backend) Runner {
+	if m.newRunner != nil {
+		return m.newRunner(f.ipv6, b)
 	}
-	return n
+	return execRunner{m: m, f: f, b: b}
 }
 
 // Check fails when a binary the spec needs is missing from PATH, naming it.
@@ -98,13 +101,11 @@ func Check(spec Spec) error {
 
 func checkBackend(spec Spec, b Backend) error {
 	for _, f := range families {
-		if len(Render(spec, f.ipv6)) == 0 && f.ipv6 {
+		if f.ipv6 && len(Render(spec, true)) == 0 {
 			continue // no IPv6 local IP: ip6tables is not needed
 		}
-		for _, kind := range []string{"", "save", "restore"} {
-			if _, err := exec.LookPath(binary(f, b, kind)); err != nil {
-				return fmt.Errorf("%s not found in PATH: install the iptables package", binary(f, b, kind))
-			}
+		if err := (execRunner{f: f, b: b}).Present(); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -114,16 +115,26 @@ func checkBackend(spec Spec, b Backend) error {
 // built-in chain jump to them once. Only what differs from iptables-save's
 // view is sent, in one iptables-restore --noflush per family; a steady state
 // sends nothing. Families without a local IP are cleaned of the plugin's
-// chains.
+// chains. With Spec.Guard on a kernel without the socket match, the rules
+// go in unguarded (SocketMatch says so, and the Manager logs it once).
 func (m *Manager) Ensure(spec Spec) ([]string, error) {
 	switch spec.Mode {
 	case ModeNone:
 		return nil, nil
-	case ModeNftables:
-		return ensureNft(spec)
-	case ModeIptables:
+	case ModeNftables, ModeIptables:
 	default:
 		return nil, fmt.Errorf("unknown rules mode %q", spec.Mode)
+	}
+	if spec.Guard {
+		switch err := m.SocketMatch(spec); {
+		case errors.Is(err, ErrNoSocketMatch):
+			spec.Guard = false
+		case err != nil:
+			return nil, err
+		}
+	}
+	if spec.Mode == ModeNftables {
+		return ensureNft(spec)
 	}
 	b, err := m.backend(spec.Backend)
 	if err != nil {
@@ -131,100 +142,125 @@ func (m *Manager) Ensure(spec Spec) ([]string, error) {
 	}
 	var changes []string
 	for _, f := range families {
+		r := m.runner(f, b)
 		want := Render(spec, f.ipv6)
-		if want == nil {
-			if _, err := exec.LookPath(binary(f, b, "save")); err != nil {
-				continue // nothing can be there
-			}
-			removed, err := m.remove(f, b, ownChains)
-			for _, c := range removed {
-				changes = append(changes, fmt.Sprintf("chain %s removed: no %s local IP", c, f.name))
-			}
-			if err != nil {
-				return changes, err
-			}
-			continue
+		if want == nil && r.Present() != nil {
+			continue // nothing can be there
 		}
-		c, err := m.ensureFamily(f, b, want)
-		changes = append(changes, c...)
+		c, err := m.apply(r, m.ownTables(r, want), want, spec.Upstream)
+		for _, c := range c {
+			if want == nil {
+				c += fmt.Sprintf(": no %s local IP", f.name)
+			}
+			changes = append(changes, c)
+		}
 		if err != nil {
 			return changes, err
 		}
+		m.mu.Lock()
+		m.natUsed[r.Name()] = slices.ContainsFunc(want, func(t Table) bool { return t.Name == "nat" })
+		m.mu.Unlock()
 	}
 	return changes, nil
 }
 
-func (m *Manager) ensureFamily(f family, b Backend, want []Table) ([]string, error) {
-	var changes []string
-	var input restoreInput
-	for _, t := range want {
-		cur, err := m.save(f, b, t.Name)
+// ownTables are the tables Ensure compares for r: raw and filter, and nat
+// only when want has a chain there or the last Ensure had (it holds
+// kube-proxy's Services: large, and read only when needed).
+func (m *Manager) ownTables(r Runner, want []Table) []Table {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.natUsed[r.Name()] || slices.ContainsFunc(want, func(t Table) bool { return t.Name == "nat" }) {
+		return ownChains
+	}
+	return ownChains[:2]
+}
+
+// apply reads the tables of own, plans what makes the chains of own hold
+// exactly want, and restores it in one run. DNATs to upstream port 53 in
+// nat become jumps to kube-proxy's Service chain when it has one.
+func (m *Manager) apply(r Runner, own, want []Table, upstream netip.Addr) ([]string, error) {
+	cur := map[string]saved{}
+	for _, t := range own {
+		out, err := r.Save(t.Name)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read %s table with %s: %w", t.Name, r.Name(), err)
 		}
-		where := fmt.Sprintf("%s %s", binary(f, b, ""), t.Name)
-		var decl, body, jumps []string
-		for _, c := range t.Chains {
-			have, exists := cur.chains[c.Name]
-			switch {
-			case !exists:
-				changes = append(changes, fmt.Sprintf("chain %s created in %s (%d rules)", c.Name, where, len(c.Rules)))
-			case !slices.Equal(have, c.Rules):
-				missing, extra := diff(c.Rules, have)
-				changes = append(changes, fmt.Sprintf("chain %s rewritten in %s (%d rules missing, %d unexpected)", c.Name, where, missing, extra))
-			default:
-				continue
-			}
-			// Under --noflush a declared chain is flushed (or created), then rewritten.
-			decl = append(decl, fmt.Sprintf(":%s - [0:0]", c.Name))
-			body = append(body, c.Rules...)
-		}
-		for _, c := range t.Chains {
-			switch n := count(cur.chains[c.Builtin], c.Jump()); {
-			case n == 0:
-				jumps = append(jumps, insertJump(c))
-				changes = append(changes, fmt.Sprintf("jump %s -> %s added in %s", c.Builtin, c.Name, where))
-			case n > 1:
-				// -D takes the first match: drop them all, put one back on top.
-				for range n {
-					jumps = append(jumps, "-D"+strings.TrimPrefix(c.Jump(), "-A"))
-				}
-				jumps = append(jumps, insertJump(c))
-				changes = append(changes, fmt.Sprintf("jump %s -> %s duplicates removed in %s (%d)", c.Builtin, c.Name, where, n-1))
-			}
-		}
-		if len(decl)+len(jumps) == 0 {
+		cur[t.Name] = parseSave(out)
+	}
+	if nat, ok := cur["nat"]; ok && upstream.IsValid() {
+		want = useServiceChains(want, nat, upstream.Unmap())
+	}
+	changes, input := plan(own, want, cur, r.Name())
+	if input == "" {
+		return nil, nil
+	}
+	if err := r.Restore(input); err != nil {
+		return nil, fmt.Errorf("apply rules with %s: %w", r.Name(), err)
+	}
+	return changes, nil
+}
+
+// useServiceChains returns want with each DNAT to upstream:53 replaced by
+// a jump to kube-proxy's KUBE-SVC chain for that protocol, if nat has one:
+// a DNAT to the ClusterIP would end nat processing before kube-proxy's own
+// DNAT, leaving the packet addressed to a ClusterIP nobody holds (iptables
+// mode), while the jump load-balances as kube-proxy would.
+func useServiceChains(want []Table, nat saved, upstream netip.Addr) []Table {
+	svc := kubeServiceChains(nat, upstream)
+	if len(svc) == 0 {
+		return want
+	}
+	to := netip.AddrPortFrom(upstream, upstreamPort)
+	out := slices.Clone(want)
+	for i, t := range out {
+		if t.Name != "nat" {
 			continue
 		}
-		input.table(t.Name, slices.Concat(decl, body, jumps))
+		t.Chains = slices.Clone(t.Chains)
+		for j, c := range t.Chains {
+			c.Rules = slices.Clone(c.Rules)
+			for k, r := range c.Rules {
+				if r.Target == TargetDNAT && r.To == to && svc[r.Proto] != "" {
+					c.Rules[k].Target, c.Rules[k].To = Target(svc[r.Proto]), netip.AddrPort{}
+				}
+			}
+			t.Chains[j] = c
+		}
+		out[i] = t
 	}
-	if err := input.apply(m, f, b); err != nil {
-		return nil, err
-	}
-	return changes, nil
+	return out
 }
 
-// restoreInput collects the tables of one iptables-restore --noflush run.
-type restoreInput struct{ strings.Builder }
-
-func (in *restoreInput) table(name string, lines []string) {
-	in.WriteString("*" + name + "\n")
-	for _, l := range lines {
-		in.WriteString(l + "\n")
+// kubeServiceChains finds kube-proxy's KUBE-SVC chains for upstream:53 in a
+// saved nat table, by protocol.
+func kubeServiceChains(nat saved, upstream netip.Addr) map[string]string {
+	dst := host(upstream)
+	found := map[string]string{}
+	for _, r := range nat.chains["KUBE-SERVICES"] {
+		f := strings.Fields(r)
+		var d, proto, dport, jump string
+		for i := 0; i+1 < len(f); i++ {
+			switch f[i] {
+			case "-d":
+				d = f[i+1]
+			case "-p":
+				proto = f[i+1]
+			case "--dport":
+				dport = f[i+1]
+			case "-j":
+				jump = f[i+1]
+			}
+		}
+		if d == dst && dport == fmt.Sprint(upstreamPort) && strings.HasPrefix(jump, "KUBE-SVC-") && found[proto] == "" {
+			found[proto] = jump
+		}
 	}
-	in.WriteString("COMMIT\n")
+	return found
 }
 
-// apply runs the restore, unless no table was added.
-func (in *restoreInput) apply(m *Manager, f family, b Backend) error {
-	if in.Len() == 0 {
-		return nil
-	}
-	return m.restore(f, b, in.String())
-}
-
-// Remove deletes the jumps and the plugin's chains from raw and filter, for
-// both families, in the backend spec resolves to (in ModeNftables: the
+// Remove deletes the jumps and the plugin's chains from raw, filter and nat,
+// for both families, in the backend spec resolves to (in ModeNftables: the
 // plugin's table). What is not there is not an error.
 func (m *Manager) Remove(spec Spec) error {
 	switch spec.Mode {
@@ -241,57 +277,24 @@ func (m *Manager) Remove(spec Spec) error {
 	return m.removeFamilies(b, ownChains, func(f family) bool { return len(Render(spec, f.ipv6)) > 0 })
 }
 
-// removeFamilies runs remove for the given chains in both families. A
-// family whose iptables binaries are missing is skipped, or an error when
-// needed says the spec has rules in it.
+// removeFamilies removes the given chains from both families. A family
+// whose iptables binaries are missing is skipped, or an error when needed
+// says the spec has rules in it.
 func (m *Manager) removeFamilies(b Backend, tables []Table, needed func(family) bool) error {
 	var errs []error
 	for _, f := range families {
-		if _, err := exec.LookPath(binary(f, b, "save")); err != nil {
+		r := m.runner(f, b)
+		if err := r.Present(); err != nil {
 			if needed(f) {
-				errs = append(errs, fmt.Errorf("%s not found in PATH: install the iptables package", binary(f, b, "save")))
+				errs = append(errs, err)
 			}
 			continue
 		}
-		if _, err := m.remove(f, b, tables); err != nil {
+		if _, err := m.apply(r, tables, nil, netip.Addr{}); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// remove takes the jumps to the given chains, and the chains, out of one
-// family and returns the chains it deleted.
-func (m *Manager) remove(f family, b Backend, tables []Table) ([]string, error) {
-	var removed []string
-	var input restoreInput
-	for _, t := range tables {
-		cur, err := m.save(f, b, t.Name)
-		if err != nil {
-			return nil, err
-		}
-		var decl, dels []string
-		for _, c := range t.Chains {
-			for range count(cur.chains[c.Builtin], c.Jump()) {
-				dels = append(dels, "-D"+strings.TrimPrefix(c.Jump(), "-A"))
-			}
-		}
-		for _, c := range t.Chains {
-			if _, ok := cur.chains[c.Name]; ok {
-				decl = append(decl, fmt.Sprintf(":%s - [0:0]", c.Name))
-				dels = append(dels, "-X "+c.Name)
-				removed = append(removed, fmt.Sprintf("%s in %s %s", c.Name, binary(f, b, ""), t.Name))
-			}
-		}
-		if len(dels) == 0 {
-			continue
-		}
-		input.table(t.Name, slices.Concat(decl, dels))
-	}
-	if err := input.apply(m, f, b); err != nil {
-		return nil, err
-	}
-	return removed, nil
 }
 
 // backend resolves BackendAuto once per Manager and logs the choice.
@@ -325,10 +328,11 @@ func (m *Manager) detect() (Backend, string) {
 	for _, b := range []Backend{BackendNft, BackendLegacy} {
 		var all strings.Builder
 		for _, f := range families {
-			if _, err := exec.LookPath(binary(f, b, "save")); err != nil {
+			r := m.runner(f, b)
+			if r.Present() != nil {
 				continue
 			}
-			out, err := m.run("", binary(f, b, "save"))
+			out, err := r.Save("")
 			if err != nil {
 				log.Debugf("backend detection: %v", err)
 			}
@@ -356,144 +360,4 @@ func (m *Manager) detect() (Backend, string) {
 		return BackendLegacy, why
 	}
 	return BackendNft, why
-}
-
-// saved is one table as iptables-save prints it: chain name to its rules.
-type saved struct {
-	chains map[string][]string
-}
-
-func (m *Manager) save(f family, b Backend, table string) (saved, error) {
-	out, err := m.run("", binary(f, b, "save"), "-t", table)
-	if err != nil {
-		return saved{}, fmt.Errorf("read %s table: %w", table, err)
-	}
-	return parseSave(out), nil
-}
-
-// parseSave reads iptables-save output of one table.
-func parseSave(out string) saved {
-	s := saved{chains: map[string][]string{}}
-	for _, l := range strings.Split(out, "\n") {
-		l = strings.TrimSpace(l)
-		switch {
-		case strings.HasPrefix(l, ":"):
-			name, _, _ := strings.Cut(l[1:], " ")
-			if _, ok := s.chains[name]; !ok {
-				s.chains[name] = []string{}
-			}
-		case strings.HasPrefix(l, "-A "):
-			name, _, _ := strings.Cut(l[3:], " ")
-			s.chains[name] = append(s.chains[name], l)
-		}
-	}
-	return s
-}
-
-func (m *Manager) restore(f family, b Backend, input string) error {
-	m.mu.Lock()
-	w, ok := m.waitArgv[binary(f, b, "restore")]
-	if !ok {
-		w = m.waitArgs(f, b)
-		m.waitArgv[binary(f, b, "restore")] = w
-	}
-	m.mu.Unlock()
-	args := append([]string{"--noflush"}, w...)
-	_, err := m.run(input, binary(f, b, "restore"), args...)
-	if err != nil {
-		return fmt.Errorf("apply rules: %w", err)
-	}
-	return nil
-}
-
-// waitArgs returns the -w form the installed iptables supports: restore
-// takes -w SECONDS since 1.6.2; older ones have no lock wait at all.
-func (m *Manager) waitArgs(f family, b Backend) []string {
-	secs := int((m.wait + time.Second - 1) / time.Second)
-	if secs < 1 {
-		secs = 1
-	}
-	path, err := exec.LookPath(binary(f, b, ""))
-	if err != nil {
-		return []string{"-w", fmt.Sprint(secs)}
-	}
-	proto := iptables.ProtocolIPv4
-	if f.ipv6 {
-		proto = iptables.ProtocolIPv6
-	}
-	ipt, err := iptables.New(iptables.Path(path), iptables.IPFamily(proto))
-	if err != nil {
-		return []string{"-w", fmt.Sprint(secs)}
-	}
-	if v1, v2, v3 := ipt.GetIptablesVersion(); v1 < 1 || (v1 == 1 && (v2 < 6 || (v2 == 6 && v3 < 2))) {
-		return nil
-	}
-	return []string{"-w", fmt.Sprint(secs)}
-}
-
-// run execs one command (through the prefix, with the extra environment),
-// bounded in time, and returns its stdout.
-func (m *Manager) run(stdin, name string, args ...string) (string, error) {
-	argv := slices.Concat(m.prefix, []string{name}, args)
-	ctx, cancel := context.WithTimeout(context.Background(), m.wait+30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	if len(m.env) > 0 {
-		cmd.Env = append(cmd.Environ(), m.env...)
-	}
-	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
-	}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if err == nil {
-		return out.String(), nil
-	}
-	msg := strings.TrimSpace(errb.String())
-	var ee *exec.ExitError
-	// Exit status 4 is iptables' RESOURCE_PROBLEM, which the lock is one of.
-	if errors.As(err, &ee) && ee.ExitCode() == 4 && (msg == "" || strings.Contains(msg, "lock")) || strings.Contains(msg, "holding the xtables lock") {
-		return "", fmt.Errorf("%w: %s: %s", ErrLocked, name, msg)
-	}
-	if strings.Contains(msg, "Permission denied") || strings.Contains(msg, "Operation not permitted") {
-		return "", fmt.Errorf("%s: operation not permitted: need CAP_NET_ADMIN: %s", name, msg)
-	}
-	if errors.Is(err, exec.ErrNotFound) {
-		return "", fmt.Errorf("%s not found in PATH: install the iptables package", name)
-	}
-	if msg != "" {
-		return "", fmt.Errorf("%s: %w: %s", name, err, msg)
-	}
-	return "", fmt.Errorf("%s: %w", name, err)
-}
-
-func count(rules []string, r string) int {
-	n := 0
-	for _, x := range rules {
-		if x == r {
-			n++
-		}
-	}
-	return n
-}
-
-// diff counts the wanted rules that are missing and the rules that are there
-// but not wanted (duplicates count).
-func diff(want, have []string) (missing, extra int) {
-	left := map[string]int{}
-	for _, r := range have {
-		left[r]++
-	}
-	for _, r := range want {
-		if left[r] > 0 {
-			left[r]--
-		} else {
-			missing++
-		}
-	}
-	for _, n := range left {
-		extra += n
-	}
-	return missing, extra
 }

@@ -18,6 +18,15 @@ func TestMain(m *testing.M) { nstest.Main(m) }
 
 var backends = []Backend{BackendLegacy, BackendNft}
 
+// guarded is spec with the fail-open guard and 169.254.20.10 falling back
+// to 198.18.0.11.
+func guarded(spec Spec) Spec {
+	spec.Guard = true
+	spec.Fallback = []netip.Addr{netip.MustParseAddr("169.254.20.10")}
+	spec.Upstream = netip.MustParseAddr("198.18.0.11")
+	return spec
+}
+
 func testSpec(b Backend) Spec {
 	return Spec{
 		Mode:       ModeIptables,
@@ -44,7 +53,7 @@ COMMIT
 func dump(t *testing.T, f family, b Backend) string {
 	t.Helper()
 	var out strings.Builder
-	for _, table := range []string{"raw", "filter"} {
+	for _, table := range []string{"raw", "filter", "nat"} {
 		s, err := nstest.Run(t, binary(f, b, "save"), "-t", table)
 		if err != nil {
 			t.Fatal(err)
@@ -85,8 +94,8 @@ func requireRules(t *testing.T, spec Spec, b Backend) {
 		for _, table := range Render(spec, f.ipv6) {
 			cur := parseSave(tableDump(d, table.Name))
 			for _, c := range table.Chains {
-				if !slices.Equal(cur.chains[c.Name], c.Rules) {
-					t.Errorf("%s %s %s holds\n%s\nwant\n%s", binary(f, b, ""), table.Name, c.Name, strings.Join(cur.chains[c.Name], "\n"), strings.Join(c.Rules, "\n"))
+				if !slices.Equal(cur.chains[c.Name], c.Lines()) {
+					t.Errorf("%s %s %s holds\n%s\nwant\n%s", binary(f, b, ""), table.Name, c.Name, strings.Join(cur.chains[c.Name], "\n"), strings.Join(c.Lines(), "\n"))
 				}
 				if got := cur.chains[c.Builtin]; len(got) == 0 || got[0] != c.Jump() || count(got, c.Jump()) != 1 {
 					t.Errorf("%s %s %s: jump not first or not once: %q", binary(f, b, ""), table.Name, c.Builtin, got)
@@ -185,11 +194,28 @@ func TestEnsureIptables(t *testing.T) {
 				t.Fatal(err)
 			}
 
+			// The fail-open guard and the standing DNAT: what iptables-save
+			// prints back must be what Render wrote, or every Ensure rewrites.
+			g := guarded(spec)
+			c = ensure(t, m, g)
+			if len(c) != 4 || !hasPrefix(c, "chain NODELOCALDNS-FALLBACK created in iptables-"+string(b)+" nat (2 rules)") {
+				t.Errorf("Guard on reported %q", c)
+			}
+			requireRules(t, g, b)
+			if c := ensure(t, m, g); len(c) != 0 {
+				t.Errorf("Second guarded Ensure changed %q", c)
+			}
+			c = ensure(t, m, spec)
+			if len(c) != 3 || !hasPrefix(c, "chain NODELOCALDNS-FALLBACK removed from iptables-"+string(b)+" nat") {
+				t.Errorf("Guard off reported %q", c)
+			}
+			requireRules(t, spec, b)
+
 			// IPv4 only now: the ip6tables chains go.
 			v4 := spec
 			v4.LocalIPs = spec.LocalIPs[:2]
 			c = ensure(t, m, v4)
-			if len(c) != 4 || !hasPrefix(c, "chain NODELOCALDNS-PREROUTING in ip6tables-"+string(b)+" raw removed") {
+			if len(c) != 4 || !hasPrefix(c, "chain NODELOCALDNS-PREROUTING removed from ip6tables-"+string(b)+" raw") {
 				t.Errorf("Dropping IPv6 reported %q", c)
 			}
 			if d := dump(t, families[1], b); d != before[families[1]] {

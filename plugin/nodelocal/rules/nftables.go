@@ -4,6 +4,7 @@ import (
 	encbin "encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -16,125 +17,176 @@ import (
 // NftTable is the nftables table the plugin owns in ModeNftables.
 const NftTable = "nodelocaldns"
 
-// NftRule is one rule of the nftables rule set.
-type NftRule struct {
-	Addr    netip.Addr
-	Src     bool   // match the source address and port (else the destination)
-	Proto   string // udp or tcp
-	Port    int
-	Verdict string // notrack or accept
-}
-
-// String is the rule in nft syntax; it is also kept as the rule's user data,
-// which is how Ensure compares what is there with what is wanted.
-func (r NftRule) String() string {
-	fam, dir := "ip", "d"
-	if r.Addr.Is6() {
-		fam = "ip6"
-	}
-	if r.Src {
-		dir = "s"
-	}
-	return fmt.Sprintf("%s %saddr %s %s %sport %d counter %s", fam, dir, r.Addr, r.Proto, dir, r.Port, r.Verdict)
-}
-
 // NftChain is a base chain of the plugin's table.
 type NftChain struct {
-	Name     string
+	Name     string // e.g. raw-prerouting: the iptables table and built-in chain
+	Type     nftables.ChainType
 	Hook     *nftables.ChainHook
 	Priority *nftables.ChainPriority
-	Rules    []NftRule
+	Rules    []Rule
 }
 
-// RenderNft returns the chains of table inet nodelocaldns: the same matches
-// as the iptables rules, NOTRACK at raw priority (-300), ACCEPT at filter
-// priority (0).
+// nftBase maps an iptables table and built-in chain to the base chain that
+// stands for them: same hook, the table's priority.
+func nftBase(table, builtin string) NftChain {
+	c := NftChain{Name: strings.ToLower(table + "-" + builtin), Type: nftables.ChainTypeFilter}
+	switch table {
+	case "raw":
+		c.Priority = nftables.ChainPriorityRaw
+	case "nat":
+		c.Type, c.Priority = nftables.ChainTypeNAT, nftables.ChainPriorityNATDest
+	default:
+		c.Priority = nftables.ChainPriorityFilter
+	}
+	switch builtin {
+	case "PREROUTING":
+		c.Hook = nftables.ChainHookPrerouting
+	case "INPUT":
+		c.Hook = nftables.ChainHookInput
+	default:
+		c.Hook = nftables.ChainHookOutput
+	}
+	return c
+}
+
+// RenderNft returns the chains of table inet nodelocaldns: the rules Render
+// gives for both families, each iptables chain as a base chain with the
+// hook of its built-in chain and the priority of its table (raw -300,
+// filter 0, nat -100).
 func RenderNft(spec Spec) []NftChain {
-	pre := NftChain{Name: "raw-prerouting", Hook: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw}
-	out := NftChain{Name: "raw-output", Hook: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRaw}
-	in := NftChain{Name: "filter-input", Hook: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter}
-	fout := NftChain{Name: "filter-output", Hook: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter}
-	// One family after the other, as the iptables rendering does.
+	var chains []NftChain
 	for _, ipv6 := range []bool{false, true} {
 		for _, t := range Render(spec, ipv6) {
 			for _, c := range t.Chains {
-				for _, r := range c.Rules {
-					nr := parseRendered(r)
-					switch {
-					case t.Name == "raw" && c.Builtin == "PREROUTING":
-						pre.Rules = append(pre.Rules, nr)
-					case t.Name == "raw":
-						out.Rules = append(out.Rules, nr)
-					case c.Builtin == "INPUT":
-						in.Rules = append(in.Rules, nr)
-					default:
-						fout.Rules = append(fout.Rules, nr)
-					}
+				b := nftBase(t.Name, c.Builtin)
+				i := slices.IndexFunc(chains, func(x NftChain) bool { return x.Name == b.Name })
+				if i < 0 {
+					chains = append(chains, b)
+					i = len(chains) - 1
 				}
+				chains[i].Rules = append(chains[i].Rules, c.Rules...)
 			}
 		}
 	}
-	return []NftChain{pre, out, in, fout}
+	return chains
 }
 
-// parseRendered turns one rendered iptables rule back into its parts, so
-// both modes share one definition of the rule set.
-func parseRendered(r string) NftRule {
-	f := strings.Fields(r)
-	var nr NftRule
-	for i := 0; i+1 < len(f); i++ {
-		switch f[i] {
-		case "-s", "-d":
-			nr.Src = f[i] == "-s"
-			nr.Addr = netip.MustParsePrefix(f[i+1]).Addr()
-		case "-p":
-			nr.Proto = f[i+1]
-		case "--sport", "--dport":
-			fmt.Sscan(f[i+1], &nr.Port)
-		case "-j":
-			nr.Verdict = strings.ToLower(f[i+1])
-		}
+// Nft is the rule in nft syntax; it is also kept as the rule's user data,
+// which is how Ensure compares what is there with what is wanted.
+func (r Rule) Nft() string {
+	var b strings.Builder
+	if r.Src.IsValid() {
+		fmt.Fprintf(&b, "%s saddr %s ", nftFamily(r.Src), r.Src)
 	}
-	return nr
+	if r.Dst.IsValid() {
+		fmt.Fprintf(&b, "%s daddr %s ", nftFamily(r.Dst), r.Dst)
+	}
+	b.WriteString(r.Proto)
+	if r.SPort > 0 {
+		fmt.Fprintf(&b, " sport %d", r.SPort)
+	}
+	if r.DPort > 0 {
+		fmt.Fprintf(&b, " dport %d", r.DPort)
+	}
+	if r.Socket {
+		b.WriteString(" socket wildcard 0")
+	}
+	b.WriteString(" counter ")
+	switch r.Target {
+	case TargetNotrack, TargetAccept:
+		b.WriteString(strings.ToLower(string(r.Target)))
+	case TargetDNAT:
+		fmt.Fprintf(&b, "dnat %s to %s", nftFamily(r.To.Addr()), r.To)
+	default:
+		b.WriteString("jump " + string(r.Target))
+	}
+	return b.String()
+}
+
+func nftFamily(a netip.Addr) string {
+	if a.Is6() {
+		return "ip6"
+	}
+	return "ip"
 }
 
 // exprs compiles a rule for the inet family.
-func (r NftRule) exprs() []expr.Any {
-	nfproto, off, n := byte(unix.NFPROTO_IPV4), uint32(16), uint32(4) // IPv4 daddr
-	if r.Addr.Is6() {
-		nfproto, off, n = unix.NFPROTO_IPV6, 24, 16
+func (r Rule) exprs() ([]expr.Any, error) {
+	var e []expr.Any
+	if r.Src.IsValid() {
+		e = append(e, addrExprs(r.Src, true)...)
 	}
-	if r.Src {
-		off -= n // saddr sits right before daddr in both headers
+	if r.Dst.IsValid() {
+		e = append(e, addrExprs(r.Dst, false)...)
 	}
 	l4 := byte(unix.IPPROTO_UDP)
 	if r.Proto == "tcp" {
 		l4 = unix.IPPROTO_TCP
 	}
-	portOff := uint32(2)
-	if r.Src {
-		portOff = 0
+	e = append(e,
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{l4}},
+	)
+	if r.SPort > 0 {
+		e = append(e, portExprs(r.SPort, 0)...)
 	}
-	port := encbin.BigEndian.AppendUint16(nil, uint16(r.Port))
-	e := []expr.Any{
+	if r.DPort > 0 {
+		e = append(e, portExprs(r.DPort, 2)...)
+	}
+	if r.Socket {
+		// socket wildcard 0: a socket takes the packet and is bound to an address.
+		e = append(e,
+			&expr.Socket{Key: expr.SocketKeyWildcard, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
+		)
+	}
+	e = append(e, &expr.Counter{})
+	switch r.Target {
+	case TargetNotrack:
+		return append(e, &expr.Notrack{}), nil
+	case TargetAccept:
+		return append(e, &expr.Verdict{Kind: expr.VerdictAccept}), nil
+	case TargetDNAT:
+		fam := uint32(unix.NFPROTO_IPV4)
+		if r.To.Addr().Is6() {
+			fam = unix.NFPROTO_IPV6
+		}
+		return append(e,
+			&expr.Immediate{Register: 1, Data: r.To.Addr().AsSlice()},
+			&expr.Immediate{Register: 2, Data: encbin.BigEndian.AppendUint16(nil, r.To.Port())},
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: fam, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
+		), nil
+	}
+	return nil, fmt.Errorf("rule %q: nftables cannot jump to iptables chain %s", r.Nft(), r.Target)
+}
+
+// addrExprs match the packet's family and its source or destination address.
+func addrExprs(a netip.Addr, src bool) []expr.Any {
+	nfproto, off, n := byte(unix.NFPROTO_IPV4), uint32(16), uint32(4) // IPv4 daddr
+	if a.Is6() {
+		nfproto, off, n = unix.NFPROTO_IPV6, 24, 16
+	}
+	if src {
+		off -= n // saddr sits right before daddr in both headers
+	}
+	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{nfproto}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: r.Addr.AsSlice()},
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{l4}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: portOff, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: port},
-		&expr.Counter{},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a.AsSlice()},
 	}
-	if r.Verdict == "notrack" {
-		return append(e, &expr.Notrack{})
+}
+
+// portExprs match the transport header's port at off (0 source, 2 destination).
+func portExprs(port int, off uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: encbin.BigEndian.AppendUint16(nil, uint16(port))},
 	}
-	return append(e, &expr.Verdict{Kind: expr.VerdictAccept})
 }
 
 // nftConn opens a netlink connection in the calling thread's namespace.
-var nftConn = func() (*nftables.Conn, error) { return nftables.New() }
+func nftConn() (*nftables.Conn, error) { return nftables.New() }
 
 // ensureNft makes table inet nodelocaldns hold exactly the rendered chains.
 // What is there is compared by chain and by each rule's user data; on any
@@ -158,7 +210,7 @@ func ensureNft(spec Spec) ([]string, error) {
 			got, ok := have[ch.Name]
 			wantText := make([]string, len(ch.Rules))
 			for i, r := range ch.Rules {
-				wantText[i] = r.String()
+				wantText[i] = r.Nft()
 			}
 			switch {
 			case !ok:
@@ -168,8 +220,10 @@ func ensureNft(spec Spec) ([]string, error) {
 				changes = append(changes, fmt.Sprintf("chain %s rewritten in table inet %s (%d rules missing, %d unexpected)", ch.Name, NftTable, missing, extra))
 			}
 		}
-		if len(have) != len(want) && len(changes) == 0 {
-			changes = append(changes, fmt.Sprintf("table inet %s rewritten (unexpected chains)", NftTable))
+		for _, name := range slices.Sorted(maps.Keys(have)) {
+			if !slices.ContainsFunc(want, func(c NftChain) bool { return c.Name == name }) {
+				changes = append(changes, fmt.Sprintf("chain %s removed from table inet %s", name, NftTable))
+			}
 		}
 	}
 	if len(changes) == 0 {
@@ -179,17 +233,29 @@ func ensureNft(spec Spec) ([]string, error) {
 		c.DelTable(table)
 	}
 	c.AddTable(table)
-	accept := nftables.ChainPolicyAccept
-	for _, ch := range want {
-		chain := c.AddChain(&nftables.Chain{Name: ch.Name, Table: table, Type: nftables.ChainTypeFilter, Hooknum: ch.Hook, Priority: ch.Priority, Policy: &accept})
-		for _, r := range ch.Rules {
-			c.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: r.exprs(), UserData: []byte(r.String())})
-		}
+	if err := addChains(c, table, want); err != nil {
+		return nil, err
 	}
 	if err := c.Flush(); err != nil {
 		return nil, nftErr("write table inet "+NftTable, err)
 	}
 	return changes, nil
+}
+
+// addChains queues the chains and their rules on c.
+func addChains(c *nftables.Conn, table *nftables.Table, chains []NftChain) error {
+	accept := nftables.ChainPolicyAccept
+	for _, ch := range chains {
+		chain := c.AddChain(&nftables.Chain{Name: ch.Name, Table: table, Type: ch.Type, Hooknum: ch.Hook, Priority: ch.Priority, Policy: &accept})
+		for _, r := range ch.Rules {
+			e, err := r.exprs()
+			if err != nil {
+				return err
+			}
+			c.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: e, UserData: []byte(r.Nft())})
+		}
+	}
+	return nil
 }
 
 // readNft returns the rules' user data by chain of the plugin's table.
@@ -202,12 +268,12 @@ func readNft(c *nftables.Conn, table *nftables.Table) (map[string][]string, bool
 	if err != nil {
 		return nil, false, nftErr("list nftables tables", err)
 	}
-	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == NftTable }) {
+	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == table.Name }) {
 		return nil, false, nil
 	}
 	have := map[string][]string{}
 	for _, ch := range chains {
-		if ch.Table.Name != NftTable {
+		if ch.Table.Name != table.Name {
 			continue
 		}
 		rules, err := c.GetRules(table, ch)

@@ -13,7 +13,7 @@ func TestRenderNft(t *testing.T) {
 	for _, c := range chains {
 		got = append(got, c.Name+":")
 		for _, r := range c.Rules {
-			got = append(got, "  "+r.String())
+			got = append(got, "  "+r.Nft())
 		}
 	}
 	if len(chains) != 4 || len(chains[1].Rules) != 18 || len(chains[2].Rules) != 6 {
@@ -62,6 +62,33 @@ func TestEnsureNftables(t *testing.T) {
 		t.Errorf("Second Ensure changed %q", c)
 	}
 
+	// The guard and the standing DNAT, as nft lists them, then off again.
+	g := guarded(spec)
+	if c := ensure(t, m, g); len(c) != 2 || c[0] != "chain raw-prerouting rewritten in table inet nodelocaldns (6 rules missing, 6 unexpected)" || c[1] != "chain nat-prerouting created in table inet nodelocaldns" {
+		t.Errorf("Guard on: %q", c)
+	}
+	out, err = nstest.Run(t, "nft", "list", "table", "inet", NftTable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("nft list table (guarded):\n%s", out)
+	for _, want := range []string{
+		"ip daddr 198.18.0.10 udp dport 53 socket wildcard 0 counter packets 0 bytes 0 notrack",
+		"ip6 daddr 2001:2::10 tcp dport 53 socket wildcard 0 counter packets 0 bytes 0 notrack",
+		"type nat hook prerouting priority dstnat; policy accept;",
+		"ip daddr 169.254.20.10 tcp dport 53 counter packets 0 bytes 0 dnat ip to 198.18.0.11:53",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("nft list lacks %q", want)
+		}
+	}
+	if c := ensure(t, m, g); len(c) != 0 {
+		t.Errorf("Second guarded Ensure changed %q", c)
+	}
+	if c := ensure(t, m, spec); len(c) != 2 || c[1] != "chain nat-prerouting removed from table inet nodelocaldns" {
+		t.Errorf("Guard off: %q", c)
+	}
+
 	if _, err := nstest.Run(t, "nft", "flush", "chain", "inet", NftTable, "filter-input"); err != nil {
 		t.Fatal(err)
 	}
@@ -85,5 +112,23 @@ func TestEnsureNftables(t *testing.T) {
 	}
 	if strings.Contains(out, NftTable) || !strings.Contains(out, "ip saddr 198.18.9.9 drop") {
 		t.Errorf("Ruleset after Remove:\n%s", out)
+	}
+}
+
+func TestNftProbeAndJump(t *testing.T) {
+	if _, err := (Rule{Proto: "udp", DPort: 53, Target: "KUBE-SVC-X"}).exprs(); err == nil || !strings.Contains(err.Error(), "cannot jump to iptables chain KUBE-SVC-X") {
+		t.Errorf("Compiling a jump to an iptables chain: %v", err)
+	}
+	nstest.Enter(t)
+	m := New()
+	if err := m.SocketMatch(Spec{Mode: ModeNftables}); err != nil {
+		t.Fatalf("SocketMatch(nftables): %v", err)
+	}
+	out, err := nstest.Run(t, "nft", "list", "ruleset")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(out) != "" {
+		t.Errorf("The nftables probe left:\n%s", out)
 	}
 }

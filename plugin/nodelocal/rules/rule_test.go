@@ -2,6 +2,7 @@ package rules
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -18,6 +19,8 @@ func TestRender(t *testing.T) {
 		spec     Spec
 		ipv6     bool
 		expected string
+		contains string // instead of expected, with lacks
+		lacks    string
 	}{
 		{
 			name: "one IPv4, port 53, health 8080",
@@ -77,13 +80,79 @@ COMMIT
 `,
 		},
 		{
+			name: "guarded, 169.254.20.10 falls back to the upstream",
+			spec: Spec{Mode: ModeIptables, LocalIPs: ips("169.254.20.10", "198.18.0.10"), DNSPorts: []int{53}, Guard: true,
+				Fallback: ips("169.254.20.10", "2001:2::10"), Upstream: netip.MustParseAddr("198.18.0.11")},
+			expected: `*raw
+:NODELOCALDNS-PREROUTING - [0:0]
+:NODELOCALDNS-OUTPUT - [0:0]
+-A NODELOCALDNS-PREROUTING -d 169.254.20.10/32 -p udp -m udp --dport 53 -m socket -m comment --comment nodelocaldns -j NOTRACK
+-A NODELOCALDNS-PREROUTING -d 169.254.20.10/32 -p tcp -m tcp --dport 53 -m socket -m comment --comment nodelocaldns -j NOTRACK
+-A NODELOCALDNS-PREROUTING -d 198.18.0.10/32 -p udp -m udp --dport 53 -m socket -m comment --comment nodelocaldns -j NOTRACK
+-A NODELOCALDNS-PREROUTING -d 198.18.0.10/32 -p tcp -m tcp --dport 53 -m socket -m comment --comment nodelocaldns -j NOTRACK
+-A NODELOCALDNS-OUTPUT -s 169.254.20.10/32 -p udp -m udp --sport 53 -m comment --comment nodelocaldns -j NOTRACK
+-A NODELOCALDNS-OUTPUT -d 169.254.20.10/32 -p udp -m udp --dport 53 -m comment --comment nodelocaldns -j NOTRACK
+-A NODELOCALDNS-OUTPUT -s 169.254.20.10/32 -p tcp -m tcp --sport 53 -m comment --comment nodelocaldns -j NOTRACK
+-A NODELOCALDNS-OUTPUT -d 169.254.20.10/32 -p tcp -m tcp --dport 53 -m comment --comment nodelocaldns -j NOTRACK
+-A NODELOCALDNS-OUTPUT -s 198.18.0.10/32 -p udp -m udp --sport 53 -m comment --comment nodelocaldns -j NOTRACK
+-A NODELOCALDNS-OUTPUT -d 198.18.0.10/32 -p udp -m udp --dport 53 -m comment --comment nodelocaldns -j NOTRACK
+-A NODELOCALDNS-OUTPUT -s 198.18.0.10/32 -p tcp -m tcp --sport 53 -m comment --comment nodelocaldns -j NOTRACK
+-A NODELOCALDNS-OUTPUT -d 198.18.0.10/32 -p tcp -m tcp --dport 53 -m comment --comment nodelocaldns -j NOTRACK
+-I PREROUTING 1 -m comment --comment nodelocaldns -j NODELOCALDNS-PREROUTING
+-I OUTPUT 1 -m comment --comment nodelocaldns -j NODELOCALDNS-OUTPUT
+COMMIT
+*filter
+:NODELOCALDNS-INPUT - [0:0]
+:NODELOCALDNS-OUTPUT - [0:0]
+-A NODELOCALDNS-INPUT -d 169.254.20.10/32 -p udp -m udp --dport 53 -m comment --comment nodelocaldns -j ACCEPT
+-A NODELOCALDNS-INPUT -d 169.254.20.10/32 -p tcp -m tcp --dport 53 -m comment --comment nodelocaldns -j ACCEPT
+-A NODELOCALDNS-INPUT -d 198.18.0.10/32 -p udp -m udp --dport 53 -m comment --comment nodelocaldns -j ACCEPT
+-A NODELOCALDNS-INPUT -d 198.18.0.10/32 -p tcp -m tcp --dport 53 -m comment --comment nodelocaldns -j ACCEPT
+-A NODELOCALDNS-OUTPUT -s 169.254.20.10/32 -p udp -m udp --sport 53 -m comment --comment nodelocaldns -j ACCEPT
+-A NODELOCALDNS-OUTPUT -s 169.254.20.10/32 -p tcp -m tcp --sport 53 -m comment --comment nodelocaldns -j ACCEPT
+-A NODELOCALDNS-OUTPUT -s 198.18.0.10/32 -p udp -m udp --sport 53 -m comment --comment nodelocaldns -j ACCEPT
+-A NODELOCALDNS-OUTPUT -s 198.18.0.10/32 -p tcp -m tcp --sport 53 -m comment --comment nodelocaldns -j ACCEPT
+-I INPUT 1 -m comment --comment nodelocaldns -j NODELOCALDNS-INPUT
+-I OUTPUT 1 -m comment --comment nodelocaldns -j NODELOCALDNS-OUTPUT
+COMMIT
+*nat
+:NODELOCALDNS-FALLBACK - [0:0]
+-A NODELOCALDNS-FALLBACK -d 169.254.20.10/32 -p udp -m udp --dport 53 -m comment --comment nodelocaldns -j DNAT --to-destination 198.18.0.11:53
+-A NODELOCALDNS-FALLBACK -d 169.254.20.10/32 -p tcp -m tcp --dport 53 -m comment --comment nodelocaldns -j DNAT --to-destination 198.18.0.11:53
+-I PREROUTING 1 -m comment --comment nodelocaldns -j NODELOCALDNS-FALLBACK
+COMMIT
+`,
+		},
+		{
+			name: "a fallback needs the guard",
+			spec: Spec{Mode: ModeIptables, LocalIPs: ips("2001:2::10"), DNSPorts: []int{53},
+				Fallback: ips("2001:2::10"), Upstream: netip.MustParseAddr("2001:2::11")},
+			ipv6:     true,
+			contains: "-d 2001:2::10/128 -p udp -m udp --dport 53 -m comment --comment nodelocaldns -j NOTRACK\n",
+			lacks:    "*nat",
+		},
+		{
+			name: "IPv6 fallback",
+			spec: Spec{Mode: ModeIptables, LocalIPs: ips("2001:2::10"), DNSPorts: []int{53}, Guard: true,
+				Fallback: ips("2001:2::10"), Upstream: netip.MustParseAddr("2001:2::11")},
+			ipv6:     true,
+			contains: "-A NODELOCALDNS-FALLBACK -d 2001:2::10/128 -p tcp -m tcp --dport 53 -m comment --comment nodelocaldns -j DNAT --to-destination [2001:2::11]:53\n",
+		},
+		{
 			name: "no IPv6 local IP renders nothing for ip6tables",
 			spec: Spec{Mode: ModeIptables, LocalIPs: ips("169.254.20.10"), DNSPorts: []int{53}, HealthPort: 8080},
 			ipv6: true,
 		},
 	}
 	for _, tc := range tests {
-		if got := RestoreInput(Render(tc.spec, tc.ipv6)); got != tc.expected {
+		got := RenderRestore(tc.spec, tc.ipv6)
+		if tc.contains != "" {
+			if !strings.Contains(got, tc.contains) || tc.lacks != "" && strings.Contains(got, tc.lacks) {
+				t.Errorf("Test %q: rendered\n%s\nwant it to hold %q and not %q", tc.name, got, tc.contains, tc.lacks)
+			}
+			continue
+		}
+		if got != tc.expected {
 			t.Errorf("Test %q: rendered\n%s\nexpected\n%s", tc.name, got, tc.expected)
 		}
 	}
