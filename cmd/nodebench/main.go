@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/nodelocaldns/nodelocaldns/bench"
+	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
 	"github.com/nodelocaldns/nodelocaldns/test/lab"
 )
 
@@ -177,7 +178,7 @@ func run(ctx context.Context, o options) error {
 	if err := l.AddBenchZone(ctx); err != nil {
 		return err
 	}
-	b := &bencher{o: o, l: l, rep: rep, pin: pin, data: filepath.Join(l.Dir, "bench"), raw: filepath.Join(o.out, "raw"), hists: map[string]map[string][][]bench.Bucket{}}
+	b := &bencher{o: o, l: l, rep: rep, pin: pin, data: filepath.Join(l.Dir, "bench"), raw: filepath.Join(o.out, "raw"), hists: map[string]map[string][][]dnsload.Bucket{}}
 	if err := os.MkdirAll(b.data, 0o755); err != nil {
 		return err
 	}

@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
 	"github.com/nodelocaldns/nodelocaldns/test/lab"
 )
 
@@ -185,7 +186,7 @@ func down(args []string) error {
 
 // row is one column of the demo table: one run.
 type row struct {
-	ld    *lab.Load
+	ld    *dnsload.Summary
 	flows int
 	drops uint64 // UDP datagrams dropped on full server socket buffers
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
 	"github.com/nodelocaldns/nodelocaldns/test/lab"
 )
 
@@ -229,7 +230,7 @@ func TestNodeLab(t *testing.T) {
 	t.Run("StopFallBackStartTakeOver", func(t *testing.T) {
 		// A slow stream of glibc lookups runs through the whole stop and start.
 		type result struct {
-			ld  *lab.Load
+			ld  *dnsload.Summary
 			err error
 		}
 		res := make(chan result, 1)

@@ -2,29 +2,14 @@ package lab
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
-)
 
-// Load is what a testdns run in a pod measured (a subset of its -json).
-type Load struct {
-	Requests       uint64  `json:"requests"`
-	Errors         uint64  `json:"errors"`
-	LookupsPerS    float64 `json:"lookups_per_s"`
-	AtOrAboveLimit uint64  `json:"at_or_above_limit"`
-	Latency        struct {
-		MinMS float64 `json:"min_ms"`
-		AvgMS float64 `json:"avg_ms"`
-		P99MS float64 `json:"p99_ms"`
-		MaxMS float64 `json:"max_ms"`
-	} `json:"latency"`
-	ErrorExamples map[string]string `json:"error_examples"`
-}
+	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
+)
 
 // LoadSpec is one testdns run.
 type LoadSpec struct {
@@ -40,7 +25,7 @@ type LoadSpec struct {
 }
 
 // RunLoad runs bin/testdns inside the pod and returns its summary.
-func (l *Lab) RunLoad(ctx context.Context, s LoadSpec) (*Load, error) {
+func (l *Lab) RunLoad(ctx context.Context, s LoadSpec) (*dnsload.Summary, error) {
 	out := s.JSON
 	if out == "" {
 		out = filepath.Join(l.Dir, fmt.Sprintf("testdns-%d.json", time.Now().UnixNano()))
@@ -65,15 +50,7 @@ func (l *Lab) RunLoad(ctx context.Context, s LoadSpec) (*Load, error) {
 	if _, err := run(ctx, "ip", args...); err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		return nil, err
-	}
-	var ld Load
-	if err := json.Unmarshal(b, &ld); err != nil {
-		return nil, fmt.Errorf("testdns summary %s: %w", out, err)
-	}
-	return &ld, nil
+	return dnsload.ReadFile(out)
 }
 
 // FlushConntrack empties the node namespace's conntrack table (the lab's

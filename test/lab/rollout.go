@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
 )
 
 // RolloutCase is one planned or unplanned change of the node cache, made
@@ -99,7 +101,7 @@ const rolloutLead = 2 * time.Second
 // Client is one load process of a stream and what it measured.
 type Client struct {
 	Name string // e.g. "glibc udp"
-	Load *Load
+	Load *dnsload.Summary
 }
 
 // RolloutResult is what the pods saw during one case.
