@@ -7,12 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // netnsRun is where `ip netns add` keeps its namespace handles.
@@ -50,37 +47,6 @@ func nsRunInput(ctx context.Context, ns, input string, name string, args ...stri
 		return out.String(), fmt.Errorf("in %s: %s %s: %w: %s", ns, name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
 	}
 	return out.String(), nil
-}
-
-// InNetns runs fn on an OS thread switched into network namespace ns.
-// Sockets fn opens stay in ns; fn must not start goroutines that open
-// sockets (they would run on other threads, in the caller's namespace).
-func InNetns(ns string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("open own network namespace: %w", err)
-	}
-	defer orig.Close()
-	target, err := os.Open(filepath.Join(netnsRun, ns))
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("open network namespace %s: %w", ns, err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter network namespace %s: %w", ns, err)
-	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// Keep the thread locked: it dies with the goroutine instead of
-		// serving others in the wrong namespace.
-		return fmt.Errorf("return from network namespace %s: %w", ns, err)
-	}
-	runtime.UnlockOSThread()
-	return ferr
 }
 
 // Leftovers lists namespaces and /etc/netns directories whose names start

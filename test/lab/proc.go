@@ -3,8 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodelocaldns/nodelocaldns/internal/nsenter"
 )
 
 // Proc is a process the lab started inside a namespace.
@@ -146,7 +147,7 @@ func exchange(ns, server, name string, qtype uint16, tcp bool, timeout time.Dura
 		c.Net = "tcp"
 	}
 	var resp *dns.Msg
-	err := InNetns(ns, func() error {
+	err := nsenter.Do(ns, func() error {
 		var err error
 		resp, _, err = c.Exchange(m, server+":53")
 		return err
@@ -154,26 +155,19 @@ func exchange(ns, server, name string, qtype uint16, tcp bool, timeout time.Dura
 	return resp, err
 }
 
-// HTTPGet fetches http://addr/path from inside namespace ns (for metrics).
+// HTTPGet fetches http://addr/path from inside namespace ns (for metrics)
+// and returns the body of a 200 answer.
 func HTTPGet(ns, addr, path string) (string, error) {
 	var body string
-	err := InNetns(ns, func() error {
-		conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	err := nsenter.Do(ns, func() error {
+		code, b, err := nsenter.HTTPGet(addr, path)
 		if err != nil {
 			return err
 		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr)
-		b, err := io.ReadAll(conn)
-		if err != nil {
-			return err
+		if code != http.StatusOK {
+			return fmt.Errorf("GET http://%s%s: status %d", addr, path, code)
 		}
-		head, rest, ok := strings.Cut(string(b), "\r\n\r\n")
-		if !ok || !strings.Contains(strings.SplitN(head, "\r\n", 2)[0], " 200 ") {
-			return fmt.Errorf("GET http://%s%s: %s", addr, path, strings.SplitN(head, "\r\n", 2)[0])
-		}
-		body = rest
+		body = b
 		return nil
 	})
 	return body, err
