@@ -1,5 +1,5 @@
 // Command nodebench is `make bench`: it measures the node cache against what
-// an operator would run instead, side by side in the node lab (test/lab),
+// an operator would run instead, side by side in the node lab (internal/lab),
 // and writes out/bench/bench.json, bench.md and latency.png.
 //
 // Peers: this build (bin/coredns with Corefile.example), stock CoreDNS
@@ -33,7 +33,7 @@ import (
 
 	"github.com/nodelocaldns/nodelocaldns/bench"
 	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
-	"github.com/nodelocaldns/nodelocaldns/test/lab"
+	"github.com/nodelocaldns/nodelocaldns/internal/lab"
 )
 
 const (
@@ -175,7 +175,7 @@ func run(ctx context.Context, o options) error {
 			logf("clean up the lab: %v (run `bin/nodelab down`)", cerr)
 		}
 	}()
-	if err := l.AddBenchZone(ctx); err != nil {
+	if err := l.AddWildcardZone(ctx, benchZone, benchAddr); err != nil {
 		return err
 	}
 	b := &bencher{o: o, l: l, rep: rep, pin: pin, data: filepath.Join(l.Dir, "bench"), raw: filepath.Join(o.out, "raw"), hists: map[string]map[string][][]dnsload.Bucket{}}
@@ -217,7 +217,7 @@ func makePeers(root, stock string) []peer {
 			if err := os.WriteFile(conf, []byte(cf), 0o644); err != nil {
 				return nil, 0, err
 			}
-			return l.StartServer(ctx, "bench-this", []string{lab.UpstreamEnv}, 20*time.Second, bin("coredns"), "-conf", conf)
+			return startServer(ctx, l, "bench-this", []string{lab.UpstreamEnv}, 20*time.Second, bin("coredns"), "-conf", conf)
 		},
 	}}
 	if stock != "" {
@@ -233,7 +233,7 @@ func makePeers(root, stock string) []peer {
 				if err := os.WriteFile(conf, []byte(withoutNodelocal(cf)), 0o644); err != nil {
 					return nil, 0, err
 				}
-				return l.StartServer(ctx, "bench-stock", []string{lab.UpstreamEnv}, 20*time.Second, stock, "-conf", conf)
+				return startServer(ctx, l, "bench-stock", []string{lab.UpstreamEnv}, 20*time.Second, stock, "-conf", conf)
 			},
 		})
 	}
@@ -243,7 +243,7 @@ func makePeers(root, stock string) []peer {
 			Peer: bench.Peer{Key: "ceiling", Name: "ceiling", What: "bin/benchresponder: prebuilt answers, no cache"},
 			hold: true,
 			start: func(ctx context.Context, l *lab.Lab) (*lab.Proc, time.Duration, error) {
-				return l.StartServer(ctx, "bench-ceiling", nil, 10*time.Second, bin("benchresponder"), "-listen", lab.LocalIP+":53,"+lab.KubeDNSIP+":53")
+				return startServer(ctx, l, "bench-ceiling", nil, 10*time.Second, bin("benchresponder"), "-listen", lab.LocalIP+":53,"+lab.KubeDNSIP+":53")
 			},
 		})
 	return ps

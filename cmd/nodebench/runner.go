@@ -13,7 +13,7 @@ import (
 
 	"github.com/nodelocaldns/nodelocaldns/bench"
 	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
-	"github.com/nodelocaldns/nodelocaldns/test/lab"
+	"github.com/nodelocaldns/nodelocaldns/internal/lab"
 )
 
 // bencher runs the rounds and collects the figures.
@@ -39,7 +39,7 @@ func (b *bencher) uniqueFile(tag string, n int) (string, error) {
 	var s strings.Builder
 	for i := 0; i < n; i++ {
 		b.names++
-		fmt.Fprintf(&s, "n%d.%s A\n", b.names, lab.BenchZone)
+		fmt.Fprintf(&s, "n%d.%s A\n", b.names, benchZone)
 	}
 	p := filepath.Join(b.data, tag+".txt")
 	return p, os.WriteFile(p, []byte(s.String()), 0o644)
@@ -107,7 +107,7 @@ func (b *bencher) runPeer(ctx context.Context, p peer, round int) (err error) {
 	r, k := b.rep, p.Key
 	tag := fmt.Sprintf("r%d-%s", round, k)
 	if p.hold {
-		undo, err := b.l.HoldLocalIPs(ctx)
+		undo, err := holdLocalIPs(ctx, b.l)
 		if err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-// Command nodelab runs the node lab (package test/lab): a Kubernetes node,
+// Command nodelab runs the node lab (package internal/lab): a Kubernetes node,
 // its pods, kube-proxy's DNS Services and two upstream CoreDNS pods in
 // network namespaces on this machine, and the node DNS cache in front.
 //
@@ -27,7 +27,7 @@ import (
 	"time"
 
 	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
-	"github.com/nodelocaldns/nodelocaldns/test/lab"
+	"github.com/nodelocaldns/nodelocaldns/internal/lab"
 )
 
 func main() {

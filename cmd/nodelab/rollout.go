@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nodelocaldns/nodelocaldns/test/lab"
+	"github.com/nodelocaldns/nodelocaldns/internal/lab"
 )
 
 // caseNames are the -cases names of the rollout cases.

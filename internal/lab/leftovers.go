@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -18,36 +17,6 @@ const netnsRun = "/var/run/netns"
 // netnsEtc is where `ip netns exec` finds the per-namespace files it
 // bind-mounts over /etc (resolv.conf).
 const netnsEtc = "/etc/netns"
-
-// run runs a command and returns its combined output, naming the command in
-// the error.
-func run(ctx context.Context, name string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	if err != nil {
-		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
-	}
-	return out.String(), nil
-}
-
-// nsRun runs a command inside network namespace ns.
-func nsRun(ctx context.Context, ns string, name string, args ...string) (string, error) {
-	return run(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
-}
-
-// nsRunInput is nsRun with stdin.
-func nsRunInput(ctx context.Context, ns, input string, name string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
-	cmd.Stdin = strings.NewReader(input)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("in %s: %s %s: %w: %s", ns, name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
-	}
-	return out.String(), nil
-}
 
 // Leftovers lists namespaces and /etc/netns directories whose names start
 // with prefix and whose run has ended: what an earlier run left behind.
