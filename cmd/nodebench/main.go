@@ -208,33 +208,13 @@ func makePeers(root, stock string) []peer {
 	ps := []peer{{
 		Peer:  bench.Peer{Key: "this", Name: "this build", What: "bin/coredns, Corefile.example (nodelocal directive sets up link and rules)"},
 		cache: true, misses: true,
-		start: func(ctx context.Context, l *lab.Lab) (*lab.Proc, time.Duration, error) {
-			cf, err := l.NodeCorefile()
-			if err != nil {
-				return nil, 0, err
-			}
-			conf := filepath.Join(l.Dir, "bench-this.Corefile")
-			if err := os.WriteFile(conf, []byte(cf), 0o644); err != nil {
-				return nil, 0, err
-			}
-			return startServer(ctx, l, "bench-this", []string{lab.UpstreamEnv}, 20*time.Second, bin("coredns"), "-conf", conf)
-		},
+		start: withNodeCorefile("bench-this", bin("coredns"), func(cf string) string { return cf }),
 	}}
 	if stock != "" {
 		ps = append(ps, peer{
 			Peer:  bench.Peer{Key: "stock", Name: "stock CoreDNS " + stockVersion, What: "the same Corefile without the nodelocal directive; the bench holds the local IPs and NOTRACK rules"},
 			cache: true, misses: true, hold: true,
-			start: func(ctx context.Context, l *lab.Lab) (*lab.Proc, time.Duration, error) {
-				cf, err := l.NodeCorefile()
-				if err != nil {
-					return nil, 0, err
-				}
-				conf := filepath.Join(l.Dir, "bench-stock.Corefile")
-				if err := os.WriteFile(conf, []byte(withoutNodelocal(cf)), 0o644); err != nil {
-					return nil, 0, err
-				}
-				return startServer(ctx, l, "bench-stock", []string{lab.UpstreamEnv}, 20*time.Second, stock, "-conf", conf)
-			},
+			start: withNodeCorefile("bench-stock", stock, withoutNodelocal),
 		})
 	}
 	ps = append(ps,
@@ -247,6 +227,22 @@ func makePeers(root, stock string) []peer {
 			},
 		})
 	return ps
+}
+
+// withNodeCorefile starts bin as server name with the lab's node Corefile,
+// edited, as the DaemonSet would (KUBE_DNS_UPSTREAM_SERVICE_HOST set).
+func withNodeCorefile(name, bin string, edit func(string) string) func(context.Context, *lab.Lab) (*lab.Proc, time.Duration, error) {
+	return func(ctx context.Context, l *lab.Lab) (*lab.Proc, time.Duration, error) {
+		cf, err := l.NodeCorefile()
+		if err != nil {
+			return nil, 0, err
+		}
+		conf := filepath.Join(l.Dir, name+".Corefile")
+		if err := os.WriteFile(conf, []byte(edit(cf)), 0o644); err != nil {
+			return nil, 0, err
+		}
+		return startServer(ctx, l, name, []string{lab.UpstreamEnv}, 20*time.Second, bin, "-conf", conf)
+	}
 }
 
 // withoutNodelocal removes the nodelocal directive (a block or a single

@@ -96,7 +96,12 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.Float64Var(&c.qps, "qps", 0, "queries/s each upstream DNS pod answers at most (0: no cap)")
 }
 
+// config is the lab's configuration from the flags. The lab needs root,
+// which is checked here, before any work.
 func (c *common) config() (lab.Config, error) {
+	if os.Geteuid() != 0 {
+		return lab.Config{}, errors.New("the node lab needs root: it makes network namespaces, veth links and iptables rules (inside those namespaces only); run it with sudo (make demo: sudo make demo)")
+	}
 	root, err := filepath.Abs(c.root)
 	if err != nil {
 		return lab.Config{}, err
@@ -206,9 +211,6 @@ func demo(ctx context.Context, args []string) error {
 	cfg, err := c.config()
 	if err != nil {
 		return err
-	}
-	if os.Geteuid() != 0 {
-		return errors.New("the node lab needs root: it makes network namespaces, veth links and iptables rules (inside those namespaces only); run `sudo make demo`")
 	}
 	loadCPU := ""
 	if *pin && numCPU() >= 2 {
