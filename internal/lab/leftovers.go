@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -90,6 +91,17 @@ func runOf(name string) (string, bool) {
 	return Prefix + id + "-", ok
 }
 
+// runIDs returns the runs the paths (…/nl-<id>-…) belong to, each once.
+func runIDs(prefix string, paths []string) []string {
+	var ids []string
+	for _, p := range paths {
+		if id := runID(prefix, filepath.Base(p)); id != "" && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
 // Clean removes every namespace and /etc/netns directory whose name starts
 // with prefix and whose run has ended, first stopping the processes still
 // running in them (by PID, as `ip netns pids` lists them): SIGTERM, then
@@ -97,24 +109,14 @@ func runOf(name string) (string, bool) {
 func Clean(prefix string, grace time.Duration, logf func(string, ...any)) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var all []string
-	for _, dir := range []string{netnsRun, netnsEtc} {
-		entries, _ := os.ReadDir(dir)
-		for _, e := range entries {
-			if strings.HasPrefix(e.Name(), prefix) {
-				all = append(all, e.Name())
-			}
-		}
-	}
-	live := liveRuns(prefix, all)
-	for id := range live {
+	left, running := labNamespaces(prefix)
+	for _, id := range runIDs(prefix, running) {
 		logf("leaving lab %s alone: it is still running", id)
 	}
-	entries, _ := os.ReadDir(netnsRun)
 	var nss []string
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix) && !live[runID(prefix, e.Name())] {
-			nss = append(nss, e.Name())
+	for _, p := range left {
+		if filepath.Dir(p) == netnsRun {
+			nss = append(nss, filepath.Base(p))
 		}
 	}
 	var pids []int
@@ -147,19 +149,16 @@ func Clean(prefix string, grace time.Duration, logf func(string, ...any)) error 
 			errs = append(errs, err.Error())
 		}
 	}
-	etc, _ := os.ReadDir(netnsEtc)
-	for _, e := range etc {
-		if strings.HasPrefix(e.Name(), prefix) && !live[runID(prefix, e.Name())] {
-			logf("removing %s", filepath.Join(netnsEtc, e.Name()))
-			if err := os.RemoveAll(filepath.Join(netnsEtc, e.Name())); err != nil {
+	for _, p := range left {
+		if filepath.Dir(p) == netnsEtc {
+			logf("removing %s", p)
+			if err := os.RemoveAll(p); err != nil {
 				errs = append(errs, err.Error())
 			}
 		}
 	}
-	for _, n := range all {
-		if id := runID(prefix, n); !live[id] {
-			os.Remove(filepath.Join(runLockDir, id+".lock"))
-		}
+	for _, id := range runIDs(prefix, left) {
+		os.Remove(filepath.Join(runLockDir, id+".lock"))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("clean %s*: %s", prefix, strings.Join(errs, "; "))
