@@ -185,16 +185,14 @@ func (l *Lab) waitUpstreams(ctx context.Context) error {
 // as if every CoreDNS pod were gone.
 func (l *Lab) StopUpstreams() error {
 	var errs []error
-	for _, p := range l.procs {
-		if strings.HasSuffix(p.Name, l.DNS1) || strings.HasSuffix(p.Name, l.DNS2) {
-			errs = append(errs, p.Stop(5*time.Second))
-		}
+	for _, p := range l.UpstreamProcs() {
+		errs = append(errs, p.Stop(5*time.Second))
 	}
 	return errors.Join(errs...)
 }
 
-// UpstreamProcs are the processes of the no-cache path: the upstream
-// CoreDNS pods and their delaying proxies.
+// UpstreamProcs are the running processes of the no-cache path: the
+// upstream CoreDNS pods and their delaying proxies.
 func (l *Lab) UpstreamProcs() []*Proc {
 	var ps []*Proc
 	for _, p := range l.procs {
