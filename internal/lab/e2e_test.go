@@ -273,17 +273,10 @@ func TestPluginHostSetup(t *testing.T) {
 	if _, err := l.NodeRunInput(ctx, strings.Join(kept, "\n")+"\n", "iptables-restore", "-w", "5", "-T", "filter"); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(25 * time.Second)
-	for {
+	waitUntil(t, "a repair counted after the filter table was restored without the cache's rules", 25*time.Second, func() bool {
 		m, _ := cache.Metrics()
-		if lab.SumMetric(m, "coredns_nodelocal_repairs_total") > lab.SumMetric(m0, "coredns_nodelocal_repairs_total") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("No repair counted 25 s after the filter table was restored without the cache's rules")
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		return lab.SumMetric(m, "coredns_nodelocal_repairs_total") > lab.SumMetric(m0, "coredns_nodelocal_repairs_total")
+	})
 
 	if err := cache.Stop(); err != nil {
 		t.Errorf("Stop: %v", err)

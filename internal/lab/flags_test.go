@@ -194,6 +194,8 @@ func stopAndCheckClean(ctx context.Context, t *testing.T, l *lab.Lab, c *lab.Fla
 	}
 }
 
+// waitUntil polls ok every 250 ms until it holds and fails the test when
+// it still does not after limit.
 func waitUntil(t *testing.T, what string, limit time.Duration, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
