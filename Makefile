@@ -24,7 +24,10 @@ DEMO_C      ?= 200
 DEMO_D      ?= 20
 lab-bins: $(LAB_BINS)
 
-$(BIN)/testdns: $(wildcard cmd/testdns/*.go) go.mod go.sum
+# The Go packages the lab's programs build from, besides their own.
+LAB_SRC     := $(wildcard internal/lab/*.go internal/nsenter/*.go internal/dnsload/*.go)
+
+$(BIN)/testdns: $(wildcard cmd/testdns/*.go internal/dnsload/*.go) go.mod go.sum
 	@mkdir -p $(BIN)
 	CGO_ENABLED=1 $(GO) build -trimpath -o $@ ./cmd/testdns
 
@@ -32,7 +35,7 @@ $(BIN)/dnsdelay: $(wildcard cmd/dnsdelay/*.go) go.mod go.sum
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./cmd/dnsdelay
 
-$(BIN)/nodelab: $(wildcard cmd/nodelab/*.go test/lab/*.go) go.mod go.sum
+$(BIN)/nodelab: $(wildcard cmd/nodelab/*.go) $(LAB_SRC) go.mod go.sum
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./cmd/nodelab
 
@@ -63,7 +66,7 @@ $(BIN)/benchresponder: $(wildcard cmd/benchresponder/*.go) go.mod go.sum
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./cmd/benchresponder
 
-$(BIN)/nodebench: $(wildcard cmd/nodebench/*.go bench/*.go test/lab/*.go) go.mod go.sum
+$(BIN)/nodebench: $(wildcard cmd/nodebench/*.go bench/*.go plugin/nodelocal/rules/*.go) $(LAB_SRC) go.mod go.sum
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./cmd/nodebench
 

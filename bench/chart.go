@@ -11,19 +11,21 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
+
+	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
 )
 
 // Panel is one chart of the PNG: a latency distribution per peer.
 type Panel struct {
 	Title string
-	Peers []string   // legend names, in order
-	Hists [][]Bucket // one merged histogram per peer
+	Peers []string           // legend names, in order
+	Hists [][]dnsload.Bucket // one merged histogram per peer
 }
 
 // Tail returns the complementary distribution of a histogram as a step
 // line: for each bucket, the fraction of lookups slower than it, in ms.
 // It ends where nothing is slower (a log axis has no zero).
-func Tail(h []Bucket) plotter.XYs {
+func Tail(h []dnsload.Bucket) plotter.XYs {
 	var total uint64
 	for _, b := range h {
 		total += b.Count

@@ -2,5 +2,5 @@
 // reading dnsperf's report and a process's CPU time and memory from /proc,
 // the statistics over interleaved rounds (min, median, max, ratios between
 // peers), and the JSON, Markdown and PNG outputs. It does no networking;
-// the lab (test/lab) runs the servers and load generators.
+// the lab (internal/lab) runs the servers and load generators.
 package bench

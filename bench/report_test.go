@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
 )
 
 func TestTestdnsAndChart(t *testing.T) {
@@ -17,7 +19,7 @@ func TestTestdnsAndChart(t *testing.T) {
 	}
 	// 200 Go lookups through kube-proxy's DNAT in the lab: 1477 lookups,
 	// 4 of them ≥ 5 s.
-	td, err := ParseTestdns(b)
+	td, err := dnsload.Parse(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +49,7 @@ func TestTestdnsAndChart(t *testing.T) {
 		}
 	}
 	var img bytes.Buffer
-	err = WriteChart(&img, []Panel{{Title: "Go", Peers: []string{"a", "b"}, Hists: [][]Bucket{merged, td.Histogram.Buckets[:10]}}})
+	err = WriteChart(&img, []Panel{{Title: "Go", Peers: []string{"a", "b"}, Hists: [][]dnsload.Bucket{merged, td.Histogram.Buckets[:10]}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +57,7 @@ func TestTestdnsAndChart(t *testing.T) {
 	if err != nil || cfg.Width < 300 || cfg.Height < 200 {
 		t.Errorf("Chart is not a usable PNG: %+v, %v", cfg, err)
 	}
-	if _, err := ParseTestdns([]byte(`{"requests": 3}`)); err == nil {
+	if _, err := dnsload.Parse([]byte(`{"requests": 3}`)); err == nil {
 		t.Error("Expected an error for a summary without a histogram")
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/nodelocaldns/nodelocaldns/internal/nsenter"
 	"github.com/nodelocaldns/nodelocaldns/internal/nstest"
 )
 
@@ -228,7 +229,7 @@ func (c *cache) waitReady(limit time.Duration) time.Duration {
 	c.t.Helper()
 	deadline := c.start.Add(limit)
 	for {
-		if code, _, err := nstest.HTTPGet("127.0.0.1:8181", "/ready"); err == nil && code == http.StatusOK {
+		if code, _, err := nsenter.HTTPGet("127.0.0.1:8181", "/ready"); err == nil && code == http.StatusOK {
 			return time.Since(c.start)
 		}
 		if time.Now().After(deadline) {

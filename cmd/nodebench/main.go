@@ -1,5 +1,5 @@
 // Command nodebench is `make bench`: it measures the node cache against what
-// an operator would run instead, side by side in the node lab (test/lab),
+// an operator would run instead, side by side in the node lab (internal/lab),
 // and writes out/bench/bench.json, bench.md and latency.png.
 //
 // Peers: this build (bin/coredns with Corefile.example), stock CoreDNS
@@ -32,7 +32,8 @@ import (
 	"time"
 
 	"github.com/nodelocaldns/nodelocaldns/bench"
-	"github.com/nodelocaldns/nodelocaldns/test/lab"
+	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
+	"github.com/nodelocaldns/nodelocaldns/internal/lab"
 )
 
 const (
@@ -174,10 +175,10 @@ func run(ctx context.Context, o options) error {
 			logf("clean up the lab: %v (run `bin/nodelab down`)", cerr)
 		}
 	}()
-	if err := l.AddBenchZone(ctx); err != nil {
+	if err := l.AddWildcardZone(ctx, benchZone, benchAddr); err != nil {
 		return err
 	}
-	b := &bencher{o: o, l: l, rep: rep, pin: pin, data: filepath.Join(l.Dir, "bench"), raw: filepath.Join(o.out, "raw"), hists: map[string]map[string][][]bench.Bucket{}}
+	b := &bencher{o: o, l: l, rep: rep, pin: pin, data: filepath.Join(l.Dir, "bench"), raw: filepath.Join(o.out, "raw"), hists: map[string]map[string][][]dnsload.Bucket{}}
 	if err := os.MkdirAll(b.data, 0o755); err != nil {
 		return err
 	}
@@ -207,33 +208,13 @@ func makePeers(root, stock string) []peer {
 	ps := []peer{{
 		Peer:  bench.Peer{Key: "this", Name: "this build", What: "bin/coredns, Corefile.example (nodelocal directive sets up link and rules)"},
 		cache: true, misses: true,
-		start: func(ctx context.Context, l *lab.Lab) (*lab.Proc, time.Duration, error) {
-			cf, err := l.NodeCorefile()
-			if err != nil {
-				return nil, 0, err
-			}
-			conf := filepath.Join(l.Dir, "bench-this.Corefile")
-			if err := os.WriteFile(conf, []byte(cf), 0o644); err != nil {
-				return nil, 0, err
-			}
-			return l.StartServer(ctx, "bench-this", []string{lab.UpstreamEnv}, 20*time.Second, bin("coredns"), "-conf", conf)
-		},
+		start: withNodeCorefile("bench-this", bin("coredns"), func(cf string) string { return cf }),
 	}}
 	if stock != "" {
 		ps = append(ps, peer{
 			Peer:  bench.Peer{Key: "stock", Name: "stock CoreDNS " + stockVersion, What: "the same Corefile without the nodelocal directive; the bench holds the local IPs and NOTRACK rules"},
 			cache: true, misses: true, hold: true,
-			start: func(ctx context.Context, l *lab.Lab) (*lab.Proc, time.Duration, error) {
-				cf, err := l.NodeCorefile()
-				if err != nil {
-					return nil, 0, err
-				}
-				conf := filepath.Join(l.Dir, "bench-stock.Corefile")
-				if err := os.WriteFile(conf, []byte(withoutNodelocal(cf)), 0o644); err != nil {
-					return nil, 0, err
-				}
-				return l.StartServer(ctx, "bench-stock", []string{lab.UpstreamEnv}, 20*time.Second, stock, "-conf", conf)
-			},
+			start: withNodeCorefile("bench-stock", stock, withoutNodelocal),
 		})
 	}
 	ps = append(ps,
@@ -242,10 +223,26 @@ func makePeers(root, stock string) []peer {
 			Peer: bench.Peer{Key: "ceiling", Name: "ceiling", What: "bin/benchresponder: prebuilt answers, no cache"},
 			hold: true,
 			start: func(ctx context.Context, l *lab.Lab) (*lab.Proc, time.Duration, error) {
-				return l.StartServer(ctx, "bench-ceiling", nil, 10*time.Second, bin("benchresponder"), "-listen", lab.LocalIP+":53,"+lab.KubeDNSIP+":53")
+				return startServer(ctx, l, "bench-ceiling", nil, 10*time.Second, bin("benchresponder"), "-listen", lab.LocalIP+":53,"+lab.KubeDNSIP+":53")
 			},
 		})
 	return ps
+}
+
+// withNodeCorefile starts bin as server name with the lab's node Corefile,
+// edited, as the DaemonSet would (KUBE_DNS_UPSTREAM_SERVICE_HOST set).
+func withNodeCorefile(name, bin string, edit func(string) string) func(context.Context, *lab.Lab) (*lab.Proc, time.Duration, error) {
+	return func(ctx context.Context, l *lab.Lab) (*lab.Proc, time.Duration, error) {
+		cf, err := l.NodeCorefile()
+		if err != nil {
+			return nil, 0, err
+		}
+		conf := filepath.Join(l.Dir, name+".Corefile")
+		if err := os.WriteFile(conf, []byte(edit(cf)), 0o644); err != nil {
+			return nil, 0, err
+		}
+		return startServer(ctx, l, name, []string{lab.UpstreamEnv}, 20*time.Second, bin, "-conf", conf)
+	}
 }
 
 // withoutNodelocal removes the nodelocal directive (a block or a single

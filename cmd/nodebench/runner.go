@@ -12,7 +12,8 @@ import (
 	"time"
 
 	"github.com/nodelocaldns/nodelocaldns/bench"
-	"github.com/nodelocaldns/nodelocaldns/test/lab"
+	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
+	"github.com/nodelocaldns/nodelocaldns/internal/lab"
 )
 
 // bencher runs the rounds and collects the figures.
@@ -21,10 +22,10 @@ type bencher struct {
 	l     *lab.Lab
 	rep   *bench.Report
 	pin   bool
-	data  string                                 // dnsperf data files
-	raw   string                                 // raw outputs kept under out/bench/raw
-	hists map[string]map[string][][]bench.Bucket // resolver → peer → testdns histograms
-	names int                                    // unique names handed out so far
+	data  string                                   // dnsperf data files
+	raw   string                                   // raw outputs kept under out/bench/raw
+	hists map[string]map[string][][]dnsload.Bucket // resolver → peer → testdns histograms
+	names int                                      // unique names handed out so far
 }
 
 // hitFile is the one cached name dnsperf asks for.
@@ -38,7 +39,7 @@ func (b *bencher) uniqueFile(tag string, n int) (string, error) {
 	var s strings.Builder
 	for i := 0; i < n; i++ {
 		b.names++
-		fmt.Fprintf(&s, "n%d.%s A\n", b.names, lab.BenchZone)
+		fmt.Fprintf(&s, "n%d.%s A\n", b.names, benchZone)
 	}
 	p := filepath.Join(b.data, tag+".txt")
 	return p, os.WriteFile(p, []byte(s.String()), 0o644)
@@ -71,20 +72,13 @@ func (b *bencher) dnsperf(ctx context.Context, tag, file string, d time.Duration
 }
 
 // testdns runs the users' experiment from pod1 and keeps its JSON.
-func (b *bencher) testdns(ctx context.Context, tag, resolver string) (bench.Testdns, error) {
+func (b *bencher) testdns(ctx context.Context, tag, resolver string) (*dnsload.Summary, error) {
 	spec := lab.LoadSpec{Pod: b.l.Pod1, Resolver: resolver, Concurrency: b.o.workers, Duration: b.o.loadD,
 		Hosts: []string{lab.Services[0].Name}, JSON: filepath.Join(b.raw, tag+".testdns.json")}
 	if b.pin {
 		spec.CPU = loadCPU
 	}
-	if _, err := b.l.RunLoad(ctx, spec); err != nil {
-		return bench.Testdns{}, err
-	}
-	raw, err := os.ReadFile(spec.JSON)
-	if err != nil {
-		return bench.Testdns{}, err
-	}
-	return bench.ParseTestdns(raw)
+	return b.l.RunLoad(ctx, spec)
 }
 
 // cpu sums the CPU time of the processes.
@@ -113,7 +107,7 @@ func (b *bencher) runPeer(ctx context.Context, p peer, round int) (err error) {
 	r, k := b.rep, p.Key
 	tag := fmt.Sprintf("r%d-%s", round, k)
 	if p.hold {
-		undo, err := b.l.HoldLocalIPs(ctx)
+		undo, err := holdLocalIPs(ctx, b.l)
 		if err != nil {
 			return err
 		}
@@ -217,7 +211,7 @@ func (b *bencher) runPeer(ctx context.Context, p peer, round int) (err error) {
 		r.Metric(res.key+"_err", pre+": errors", "", "lower").Add(k, float64(t.Errors))
 		r.Metric(res.key+"_drops", pre+": UDP receive-buffer drops", "", "lower").Add(k, float64(drops1-drops0))
 		if b.hists[res.name] == nil {
-			b.hists[res.name] = map[string][][]bench.Bucket{}
+			b.hists[res.name] = map[string][][]dnsload.Bucket{}
 		}
 		b.hists[res.name][k] = append(b.hists[res.name][k], t.Histogram.Buckets)
 	}

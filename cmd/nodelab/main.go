@@ -1,4 +1,4 @@
-// Command nodelab runs the node lab (package test/lab): a Kubernetes node,
+// Command nodelab runs the node lab (package internal/lab): a Kubernetes node,
 // its pods, kube-proxy's DNS Services and two upstream CoreDNS pods in
 // network namespaces on this machine, and the node DNS cache in front.
 //
@@ -26,7 +26,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nodelocaldns/nodelocaldns/test/lab"
+	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
+	"github.com/nodelocaldns/nodelocaldns/internal/lab"
 )
 
 func main() {
@@ -95,7 +96,12 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.Float64Var(&c.qps, "qps", 0, "queries/s each upstream DNS pod answers at most (0: no cap)")
 }
 
+// config is the lab's configuration from the flags. The lab needs root,
+// which is checked here, before any work.
 func (c *common) config() (lab.Config, error) {
+	if os.Geteuid() != 0 {
+		return lab.Config{}, errors.New("the node lab needs root: it makes network namespaces, veth links and iptables rules (inside those namespaces only); run it with sudo (make demo: sudo make demo)")
+	}
 	root, err := filepath.Abs(c.root)
 	if err != nil {
 		return lab.Config{}, err
@@ -185,7 +191,7 @@ func down(args []string) error {
 
 // row is one column of the demo table: one run.
 type row struct {
-	ld    *lab.Load
+	ld    *dnsload.Summary
 	flows int
 	drops uint64 // UDP datagrams dropped on full server socket buffers
 }
@@ -205,9 +211,6 @@ func demo(ctx context.Context, args []string) error {
 	cfg, err := c.config()
 	if err != nil {
 		return err
-	}
-	if os.Geteuid() != 0 {
-		return errors.New("the node lab needs root: it makes network namespaces, veth links and iptables rules (inside those namespaces only); run `sudo make demo`")
 	}
 	loadCPU := ""
 	if *pin && numCPU() >= 2 {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -10,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nodelocaldns/nodelocaldns/test/lab"
+	"github.com/nodelocaldns/nodelocaldns/internal/lab"
 )
 
 // caseNames are the -cases names of the rollout cases.
@@ -57,9 +56,6 @@ func rollout(ctx context.Context, args []string) error {
 	cfg, err := c.config()
 	if err != nil {
 		return err
-	}
-	if os.Geteuid() != 0 {
-		return errors.New("the node lab needs root: it makes network namespaces, veth links and iptables rules (inside those namespaces only)")
 	}
 	st := lab.DefaultRolloutStream
 	st.Duration, st.Rate = *dur, *rate

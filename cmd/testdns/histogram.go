@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/bits"
 	"time"
+
+	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
 )
 
 // Histogram layout: latencies are recorded in whole microseconds into
@@ -140,26 +142,15 @@ func (h *Histogram) Quantile(q float64) time.Duration {
 	return h.max
 }
 
-// Bucket is one non-empty histogram bucket, as written to the JSON summary.
-type Bucket struct {
-	// LoUS is the smallest latency the bucket holds, in microseconds.
-	LoUS uint64 `json:"lo_us"`
-	// HiUS is the largest latency the bucket holds, in microseconds
-	// (inclusive; a latency of HiUS+0.999 µs still falls in it).
-	HiUS uint64 `json:"hi_us"`
-	// Count is the number of lookups whose latency fell in the bucket.
-	Count uint64 `json:"count"`
-}
-
 // Buckets returns the non-empty buckets in ascending order.
-func (h *Histogram) Buckets() []Bucket {
-	out := []Bucket{}
+func (h *Histogram) Buckets() []dnsload.Bucket {
+	out := []dnsload.Bucket{}
 	for i, c := range h.counts {
 		if c == 0 {
 			continue
 		}
 		lo, hi := bucketBounds(i)
-		out = append(out, Bucket{LoUS: lo, HiUS: hi, Count: c})
+		out = append(out, dnsload.Bucket{LoUS: lo, HiUS: hi, Count: c})
 	}
 	return out
 }

@@ -33,6 +33,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
 )
 
 func main() {
@@ -72,7 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cfg.JSONPath == "-" {
 		text = stderr
 	}
-	if err := sum.WriteText(text); err != nil {
+	if err := writeText(text, sum); err != nil {
 		fmt.Fprintf(stderr, "testdns: write summary: %v\n", err)
 		return 1
 	}
@@ -87,7 +89,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // writeJSON writes the summary to path, to stdout for "-", or nowhere for "".
-func writeJSON(path string, sum *Summary, stdout io.Writer) error {
+func writeJSON(path string, sum *dnsload.Summary, stdout io.Writer) error {
 	switch path {
 	case "":
 		return nil

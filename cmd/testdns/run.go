@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
 )
 
 // UniqueMark in a -host name is replaced, on every lookup, by a number no
@@ -89,7 +91,7 @@ type liveCounters struct {
 // counted as aborted rather than as errors, and the partial summary is
 // returned with Interrupted set. A progress line is written to progress
 // every second unless it is nil.
-func Run(ctx context.Context, cfg Config, progress io.Writer) (*Summary, error) {
+func Run(ctx context.Context, cfg Config, progress io.Writer) (*dnsload.Summary, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}

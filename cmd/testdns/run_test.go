@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
 )
 
 // Names the test server knows. They are rooted so that no search path from
@@ -128,7 +130,7 @@ func testConfig(s *testServer, hosts ...string) Config {
 }
 
 // runFor runs cfg and fails the test if it does not return in time.
-func runFor(t *testing.T, ctx context.Context, cfg Config) *Summary {
+func runFor(t *testing.T, ctx context.Context, cfg Config) *dnsload.Summary {
 	t.Helper()
 	start := time.Now()
 	s, err := Run(ctx, cfg, nil)
@@ -141,7 +143,7 @@ func runFor(t *testing.T, ctx context.Context, cfg Config) *Summary {
 	return s
 }
 
-func hostSummary(t *testing.T, s *Summary, name string) HostSummary {
+func hostSummary(t *testing.T, s *dnsload.Summary, name string) dnsload.HostSummary {
 	t.Helper()
 	for _, h := range s.Hosts {
 		if h.Name == name {
@@ -149,7 +151,7 @@ func hostSummary(t *testing.T, s *Summary, name string) HostSummary {
 		}
 	}
 	t.Fatalf("No summary for host %s", name)
-	return HostSummary{}
+	return dnsload.HostSummary{}
 }
 
 func TestRunMixed(t *testing.T) {
@@ -307,7 +309,7 @@ func TestRunInterrupted(t *testing.T) {
 		t.Errorf("aborted = %d, want 1..%d (the lookups in flight)", s.Aborted, cfg.Concurrency)
 	}
 	var buf bytes.Buffer
-	if err := s.WriteText(&buf); err != nil || !strings.Contains(buf.String(), "partial summary") {
+	if err := writeText(&buf, s); err != nil || !strings.Contains(buf.String(), "partial summary") {
 		t.Errorf("Text summary (err %v) does not say it is partial:\n%s", err, buf.String())
 	}
 }
@@ -371,7 +373,7 @@ func TestCommand(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Read JSON summary: %v", err)
 	}
-	var sum Summary
+	var sum dnsload.Summary
 	if err := json.Unmarshal(data, &sum); err != nil || sum.Requests == 0 || sum.ErrorKinds.NXDOMAIN == 0 {
 		t.Errorf("JSON summary (err %v): requests %d nxdomain %d", err, sum.Requests, sum.ErrorKinds.NXDOMAIN)
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
 )
 
 // record feeds one outcome into st the way a worker does.
@@ -40,7 +42,7 @@ func TestSummary(t *testing.T) {
 		aborted  uint64
 		elapsed  time.Duration
 		interr   bool
-		want     Summary // only the compared fields
+		want     dnsload.Summary // only the compared fields
 		wantText []string
 	}{
 		{
@@ -58,8 +60,8 @@ func TestSummary(t *testing.T) {
 				{0, 3 * time.Millisecond, KindNXDOMAIN, true},
 			},
 			elapsed: 2 * time.Second,
-			want: Summary{Requests: 5, Errors: 2, AtOrAboveLimit: 2, LookupsPerS: 2.5,
-				ErrorKinds: ErrorCounts{Timeout: 1, NXDOMAIN: 1}},
+			want: dnsload.Summary{Requests: 5, Errors: 2, AtOrAboveLimit: 2, LookupsPerS: 2.5,
+				ErrorKinds: dnsload.ErrorCounts{Timeout: 1, NXDOMAIN: 1}},
 			wantText: []string{
 				"requests: 5  errors: 2  lookups/s: 2.5\n",
 				"latency: min 1.00ms avg 3001ms max 10000ms  p50 3.0",
@@ -75,7 +77,7 @@ func TestSummary(t *testing.T) {
 			aborted:  3,
 			elapsed:  time.Second,
 			interr:   true,
-			want:     Summary{Requests: 1, Errors: 1, Aborted: 3, Interrupted: true, LookupsPerS: 1, ErrorKinds: ErrorCounts{Refused: 1}},
+			want:     dnsload.Summary{Requests: 1, Errors: 1, Aborted: 3, Interrupted: true, LookupsPerS: 1, ErrorKinds: dnsload.ErrorCounts{Refused: 1}},
 			wantText: []string{"interrupted after 1.0s: partial summary (3 in-flight lookups aborted)\n", "errors: refused=1\n"},
 		},
 	}
@@ -104,7 +106,7 @@ func TestSummary(t *testing.T) {
 				t.Errorf("Per-host requests add up to %d, want %d", hostTotal, s.Requests)
 			}
 			var buf bytes.Buffer
-			if err := s.WriteText(&buf); err != nil {
+			if err := writeText(&buf, s); err != nil {
 				t.Fatalf("WriteText: %v", err)
 			}
 			for _, w := range tt.wantText {

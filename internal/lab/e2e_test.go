@@ -4,77 +4,17 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
-	"github.com/nodelocaldns/nodelocaldns/test/lab"
+	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
+	"github.com/nodelocaldns/nodelocaldns/internal/lab"
+	"github.com/nodelocaldns/nodelocaldns/internal/lab/labtest"
 )
-
-// newLab builds a lab for the test, or skips when that cannot work here:
-// not root, or the binaries not built (make build lab-bins, which make test
-// does first). The lab is removed by t.Cleanup, and also on SIGINT/SIGTERM,
-// which would otherwise end the test binary before any cleanup runs.
-func newLab(t *testing.T) *lab.Lab {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the node lab needs root (network namespaces, veth, iptables inside them); run as root, as CI does")
-	}
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range []string{"coredns", "dnsdelay", "testdns"} {
-		if _, err := os.Stat(filepath.Join(root, "bin", b)); err != nil {
-			t.Skipf("bin/%s is not built; `make test` builds it (make build lab-bins)", b)
-		}
-	}
-	for _, c := range []string{"iptables-restore", "conntrack", "dig", "getent", "taskset"} {
-		if _, err := exec.LookPath(c); err != nil {
-			t.Skipf("%s missing: `make deps` installs it as root", c)
-		}
-	}
-	cfg := lab.DefaultConfig(root)
-	cfg.Logf = t.Logf
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	l, err := lab.Up(ctx, cfg)
-	if err != nil {
-		t.Fatalf("Lab up: %v", err)
-	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	done := make(chan struct{})
-	var once sync.Once
-	closeLab := func() {
-		once.Do(func() {
-			if err := l.Close(); err != nil {
-				t.Errorf("Lab close: %v", err)
-			}
-		})
-	}
-	go func() {
-		select {
-		case <-sig:
-			closeLab()
-			os.Exit(1)
-		case <-done:
-		}
-	}()
-	t.Cleanup(func() {
-		close(done)
-		signal.Stop(sig)
-		closeLab()
-	})
-	return l
-}
 
 // check is one query and what its answer must hold.
 type check struct {
@@ -127,7 +67,7 @@ func mustQuery(t *testing.T, ns, server, name, qtype string) *dns.Msg {
 }
 
 func TestNodeLab(t *testing.T) {
-	l := newLab(t)
+	l := labtest.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
@@ -229,7 +169,7 @@ func TestNodeLab(t *testing.T) {
 	t.Run("StopFallBackStartTakeOver", func(t *testing.T) {
 		// A slow stream of glibc lookups runs through the whole stop and start.
 		type result struct {
-			ld  *lab.Load
+			ld  *dnsload.Summary
 			err error
 		}
 		res := make(chan result, 1)
@@ -286,11 +226,10 @@ func TestNodeLab(t *testing.T) {
 // restore of the filter table is repaired, SIGTERM removes everything and
 // pods fall back to kube-proxy.
 func TestPluginHostSetup(t *testing.T) {
-	l := newLab(t)
+	l := labtest.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	root, _ := filepath.Abs("../..")
-	src, err := os.ReadFile(filepath.Join(root, "Corefile.example"))
+	src, err := os.ReadFile(filepath.Join(labtest.Root(t), "Corefile.example"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,17 +273,10 @@ func TestPluginHostSetup(t *testing.T) {
 	if _, err := l.NodeRunInput(ctx, strings.Join(kept, "\n")+"\n", "iptables-restore", "-w", "5", "-T", "filter"); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(25 * time.Second)
-	for {
+	waitUntil(t, "a repair counted after the filter table was restored without the cache's rules", 25*time.Second, func() bool {
 		m, _ := cache.Metrics()
-		if lab.SumMetric(m, "coredns_nodelocal_repairs_total") > lab.SumMetric(m0, "coredns_nodelocal_repairs_total") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("No repair counted 25 s after the filter table was restored without the cache's rules")
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		return lab.SumMetric(m, "coredns_nodelocal_repairs_total") > lab.SumMetric(m0, "coredns_nodelocal_repairs_total")
+	})
 
 	if err := cache.Stop(); err != nil {
 		t.Errorf("Stop: %v", err)

@@ -34,11 +34,38 @@ func (l *Lab) StartCache(ctx context.Context) (*Cache, error) {
 	if l.Caches() > 0 {
 		return nil, errors.New("the node cache is already running")
 	}
-	src, err := os.ReadFile(filepath.Join(l.cfg.Root, "Corefile.example"))
+	src, err := l.exampleCorefile()
 	if err != nil {
 		return nil, err
 	}
-	return l.StartCacheConf(ctx, string(src))
+	return l.StartCacheConf(ctx, src)
+}
+
+// exampleCorefile is the repository's Corefile.example: the node Corefile
+// the DaemonSet ships.
+func (l *Lab) exampleCorefile() (string, error) {
+	b, err := os.ReadFile(filepath.Join(l.cfg.Root, "Corefile.example"))
+	return string(b), err
+}
+
+// NodeCorefile is Corefile.example as the lab's node cache runs it.
+func (l *Lab) NodeCorefile() (string, error) {
+	src, err := l.exampleCorefile()
+	if err != nil {
+		return "", err
+	}
+	return l.withStatedir(src), nil
+}
+
+// withStatedir gives the Corefile's nodelocal block a statedir in the run
+// directory unless it names one: the lab's node has its own /run, so
+// instances of other labs or tests on this machine must not count as this
+// node's.
+func (l *Lab) withStatedir(corefile string) string {
+	if strings.Contains(corefile, "statedir") {
+		return corefile
+	}
+	return strings.Replace(corefile, "nodelocal {", "nodelocal {\n        statedir "+filepath.Join(l.Dir, "run"), 1)
 }
 
 // StartCacheConf starts a cache instance with a Corefile of the caller's
@@ -73,11 +100,7 @@ const setUpLine = "plugin/nodelocal: Node set up"
 
 func (l *Lab) startCache(ctx context.Context, corefile string) (*Cache, error) {
 	src := corefile
-	if !strings.Contains(corefile, "statedir") {
-		// The lab's node has its own /run: instances of other labs or tests
-		// on this machine must not count as this node's.
-		corefile = strings.Replace(corefile, "nodelocal {", "nodelocal {\n        statedir "+filepath.Join(l.Dir, "run"), 1)
-	}
+	corefile = l.withStatedir(corefile)
 	l.mu.Lock()
 	l.started++
 	name := "node-cache"

@@ -8,7 +8,8 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/nodelocaldns/nodelocaldns/test/lab"
+	"github.com/nodelocaldns/nodelocaldns/internal/lab"
+	"github.com/nodelocaldns/nodelocaldns/internal/lab/labtest"
 )
 
 // TestRollout makes each planned change of issue 8 to the node cache while
@@ -17,7 +18,7 @@ import (
 // second. A SIGKILL cannot be free; its figures are logged (nodelab rollout
 // prints them beside node-cache's behaviour).
 func TestRollout(t *testing.T) {
-	l := newLab(t)
+	l := labtest.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	st := lab.DefaultRolloutStream

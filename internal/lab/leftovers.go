@@ -1,18 +1,15 @@
 package lab
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // netnsRun is where `ip netns add` keeps its namespace handles.
@@ -21,67 +18,6 @@ const netnsRun = "/var/run/netns"
 // netnsEtc is where `ip netns exec` finds the per-namespace files it
 // bind-mounts over /etc (resolv.conf).
 const netnsEtc = "/etc/netns"
-
-// run runs a command and returns its combined output, naming the command in
-// the error.
-func run(ctx context.Context, name string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	if err != nil {
-		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
-	}
-	return out.String(), nil
-}
-
-// nsRun runs a command inside network namespace ns.
-func nsRun(ctx context.Context, ns string, name string, args ...string) (string, error) {
-	return run(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
-}
-
-// nsRunInput is nsRun with stdin.
-func nsRunInput(ctx context.Context, ns, input string, name string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
-	cmd.Stdin = strings.NewReader(input)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("in %s: %s %s: %w: %s", ns, name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
-	}
-	return out.String(), nil
-}
-
-// InNetns runs fn on an OS thread switched into network namespace ns.
-// Sockets fn opens stay in ns; fn must not start goroutines that open
-// sockets (they would run on other threads, in the caller's namespace).
-func InNetns(ns string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("open own network namespace: %w", err)
-	}
-	defer orig.Close()
-	target, err := os.Open(filepath.Join(netnsRun, ns))
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("open network namespace %s: %w", ns, err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter network namespace %s: %w", ns, err)
-	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// Keep the thread locked: it dies with the goroutine instead of
-		// serving others in the wrong namespace.
-		return fmt.Errorf("return from network namespace %s: %w", ns, err)
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
 
 // Leftovers lists namespaces and /etc/netns directories whose names start
 // with prefix and whose run has ended: what an earlier run left behind.
@@ -155,6 +91,17 @@ func runOf(name string) (string, bool) {
 	return Prefix + id + "-", ok
 }
 
+// runIDs returns the runs the paths (…/nl-<id>-…) belong to, each once.
+func runIDs(prefix string, paths []string) []string {
+	var ids []string
+	for _, p := range paths {
+		if id := runID(prefix, filepath.Base(p)); id != "" && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
 // Clean removes every namespace and /etc/netns directory whose name starts
 // with prefix and whose run has ended, first stopping the processes still
 // running in them (by PID, as `ip netns pids` lists them): SIGTERM, then
@@ -162,24 +109,14 @@ func runOf(name string) (string, bool) {
 func Clean(prefix string, grace time.Duration, logf func(string, ...any)) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var all []string
-	for _, dir := range []string{netnsRun, netnsEtc} {
-		entries, _ := os.ReadDir(dir)
-		for _, e := range entries {
-			if strings.HasPrefix(e.Name(), prefix) {
-				all = append(all, e.Name())
-			}
-		}
-	}
-	live := liveRuns(prefix, all)
-	for id := range live {
+	left, running := labNamespaces(prefix)
+	for _, id := range runIDs(prefix, running) {
 		logf("leaving lab %s alone: it is still running", id)
 	}
-	entries, _ := os.ReadDir(netnsRun)
 	var nss []string
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix) && !live[runID(prefix, e.Name())] {
-			nss = append(nss, e.Name())
+	for _, p := range left {
+		if filepath.Dir(p) == netnsRun {
+			nss = append(nss, filepath.Base(p))
 		}
 	}
 	var pids []int
@@ -212,19 +149,16 @@ func Clean(prefix string, grace time.Duration, logf func(string, ...any)) error 
 			errs = append(errs, err.Error())
 		}
 	}
-	etc, _ := os.ReadDir(netnsEtc)
-	for _, e := range etc {
-		if strings.HasPrefix(e.Name(), prefix) && !live[runID(prefix, e.Name())] {
-			logf("removing %s", filepath.Join(netnsEtc, e.Name()))
-			if err := os.RemoveAll(filepath.Join(netnsEtc, e.Name())); err != nil {
+	for _, p := range left {
+		if filepath.Dir(p) == netnsEtc {
+			logf("removing %s", p)
+			if err := os.RemoveAll(p); err != nil {
 				errs = append(errs, err.Error())
 			}
 		}
 	}
-	for _, n := range all {
-		if id := runID(prefix, n); !live[id] {
-			os.Remove(filepath.Join(runLockDir, id+".lock"))
-		}
+	for _, id := range runIDs(prefix, left) {
+		os.Remove(filepath.Join(runLockDir, id+".lock"))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("clean %s*: %s", prefix, strings.Join(errs, "; "))

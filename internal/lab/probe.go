@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodelocaldns/nodelocaldns/internal/nsenter"
 )
 
 // ProbeResult is what a probe run saw: single UDP queries without retries,
@@ -35,7 +37,7 @@ func Probe(ns, server, name string, interval, timeout, d time.Duration) (*ProbeR
 	addr := &net.UDPAddr{IP: net.ParseIP(server), Port: 53}
 	// The sockets are made on the thread inside ns; waiting for the answers
 	// needs no namespace, so it runs in goroutines.
-	err := InNetns(ns, func() error {
+	err := nsenter.Do(ns, func() error {
 		next := start
 		for time.Since(start) < d {
 			conn, err := net.DialUDP("udp", nil, addr)

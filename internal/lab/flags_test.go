@@ -10,7 +10,8 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/nodelocaldns/nodelocaldns/test/lab"
+	"github.com/nodelocaldns/nodelocaldns/internal/lab"
+	"github.com/nodelocaldns/nodelocaldns/internal/lab/labtest"
 )
 
 // stubDomains is the kube-dns ConfigMap entry for the lab's stub domain,
@@ -23,7 +24,7 @@ var stubDomains = map[string]string{"stubDomains": `{"` + lab.StubDomain + `": [
 // as kubelet mounts it. Pods get their answers through the cache, stub
 // domains included, and SIGTERM leaves nothing behind.
 func TestNodeCacheFlags(t *testing.T) {
-	l := newLab(t)
+	l := labtest.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -193,6 +194,8 @@ func stopAndCheckClean(ctx context.Context, t *testing.T, l *lab.Lab, c *lab.Fla
 	}
 }
 
+// waitUntil polls ok every 250 ms until it holds and fails the test when
+// it still does not after limit.
 func waitUntil(t *testing.T, what string, limit time.Duration, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)

@@ -1,4 +1,4 @@
-package lab_test
+package main
 
 import (
 	"context"
@@ -10,7 +10,9 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/nodelocaldns/nodelocaldns/test/lab"
+	"github.com/nodelocaldns/nodelocaldns/internal/lab"
+	"github.com/nodelocaldns/nodelocaldns/internal/lab/labtest"
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 )
 
 // answerA returns the first A record of the answer pod gets for name from
@@ -32,24 +34,24 @@ func answerA(t *testing.T, pod, name string) string {
 }
 
 // TestBenchHelpers checks what `make bench` relies on: the wildcard zone
-// answers names nobody asked before, HoldLocalIPs lets a plain server take
+// answers names nobody asked before, holdLocalIPs lets a plain server take
 // over the kube-dns IP without DNAT or conntrack, and undoing it gives the
-// pods kube-proxy's path back.
+// pods kube-proxy's path back and leaves no rule behind.
 func TestBenchHelpers(t *testing.T) {
-	l := newLab(t)
+	l := labtest.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := l.AddBenchZone(ctx); err != nil {
+	if err := l.AddWildcardZone(ctx, benchZone, benchAddr); err != nil {
 		t.Fatal(err)
 	}
-	if got := answerA(t, l.Pod1, "never-asked-7.bench.cluster.local"); got != lab.BenchAddr {
-		t.Errorf("A name in the bench zone through kube-dns: %q, want %s", got, lab.BenchAddr)
+	if got := answerA(t, l.Pod1, "never-asked-7.bench.cluster.local"); got != benchAddr {
+		t.Errorf("A name in the bench zone through kube-dns: %q, want %s", got, benchAddr)
 	}
 	if got := answerA(t, l.Pod1, lab.Services[0].Name); got != lab.Services[0].IPv4 {
 		t.Errorf("The cluster zone after adding the bench zone: %q, want %s", got, lab.Services[0].IPv4)
 	}
 
-	undo, err := l.HoldLocalIPs(ctx)
+	undo, err := holdLocalIPs(ctx, l)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +60,7 @@ func TestBenchHelpers(t *testing.T) {
 	if err := os.WriteFile(conf, []byte(plain), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p, startup, err := l.StartServer(ctx, "plain", nil, 10*time.Second, l.Bin("coredns"), "-conf", conf)
+	p, startup, err := startServer(ctx, l, "plain", nil, 10*time.Second, l.Bin("coredns"), "-conf", conf)
 	if err != nil {
 		undo()
 		t.Fatal(err)
@@ -82,7 +84,7 @@ func TestBenchHelpers(t *testing.T) {
 	if got := answerA(t, l.Pod1, lab.Services[0].Name); got != lab.Services[0].IPv4 {
 		t.Errorf("After undo, kube-dns answered %q, want the upstream pods' %s (kube-proxy's DNAT)", got, lab.Services[0].IPv4)
 	}
-	if out, err := l.NodeRun(ctx, "iptables-save"); err != nil || strings.Contains(out, "nodelocaldns bench") {
+	if out, err := l.NodeRun(ctx, "iptables-save"); err != nil || strings.Contains(out, rules.Comment) {
 		t.Errorf("Rules left after undo (%v):\n%s", err, out)
 	}
 }

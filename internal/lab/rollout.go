@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
 )
 
 // RolloutCase is one planned or unplanned change of the node cache, made
@@ -36,9 +37,6 @@ const (
 	// it up.
 	Reload
 )
-
-// RolloutCases lists every case.
-var RolloutCases = []RolloutCase{Surge, Restart, HandoffRestart, Crash, Reload}
 
 func (c RolloutCase) String() string {
 	switch c {
@@ -99,7 +97,7 @@ const rolloutLead = 2 * time.Second
 // Client is one load process of a stream and what it measured.
 type Client struct {
 	Name string // e.g. "glibc udp"
-	Load *Load
+	Load *dnsload.Summary
 }
 
 // RolloutResult is what the pods saw during one case.
@@ -130,18 +128,18 @@ var rolloutClients = []struct {
 	{"go tcp", []string{"-tcp"}, false},
 }
 
-// RolloutHosts are the names each client asks in turn.
-var RolloutHosts = []string{"web", "u-{n}." + WildDomain + "."}
+// rolloutHosts are the names each client asks in turn.
+var rolloutHosts = []string{"web", "u-{n}." + WildDomain + "."}
 
 // RolloutCorefile is Corefile.example turned into the case's Corefile: the
 // reload plugin checks every 2 s (so the reload case is quick), IPVS style
 // holds only 169.254.20.10, and the behaviour's settings.
 func (l *Lab) RolloutCorefile(c RolloutCase, b Behaviour) (string, error) {
-	src, err := os.ReadFile(filepath.Join(l.cfg.Root, "Corefile.example"))
+	src, err := l.exampleCorefile()
 	if err != nil {
 		return "", err
 	}
-	return rolloutCorefile(string(src), c, b)
+	return rolloutCorefile(src, c, b)
 }
 
 var (
@@ -252,7 +250,7 @@ func (l *Lab) RunRollout(ctx context.Context, c RolloutCase, b Behaviour, st Rol
 			wg.Go(func() {
 				ld, err := l.RunLoad(ctx, LoadSpec{
 					Pod: p.pod, Resolver: resolver, Concurrency: 16, Duration: st.Duration, Limit: st.Limit,
-					Hosts: RolloutHosts, Extra: append([]string{"-rate", fmt.Sprint(rate)}, cl.extra...),
+					Hosts: rolloutHosts, Extra: append([]string{"-rate", fmt.Sprint(rate)}, cl.extra...),
 				})
 				if err != nil {
 					fail(fmt.Errorf("%s in %s: %w", cl.name, p.pod, err))

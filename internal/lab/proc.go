@@ -3,16 +3,12 @@ package lab
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/miekg/dns"
 )
 
 // Proc is a process the lab started inside a namespace.
@@ -124,57 +120,4 @@ func (p *Proc) Tail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// Query asks server (port 53) for name and type from inside namespace ns,
-// with a 2 s timeout, over UDP or TCP. A reply with any rcode is returned;
-// only a transport failure is an error.
-func Query(ns, server, name, qtype string, tcp bool) (*dns.Msg, error) {
-	t, ok := dns.StringToType[strings.ToUpper(qtype)]
-	if !ok {
-		return nil, fmt.Errorf("unknown query type %q", qtype)
-	}
-	return exchange(ns, server, name, t, tcp, 2*time.Second)
-}
-
-// exchange sends one query from inside namespace ns to server:53.
-func exchange(ns, server, name string, qtype uint16, tcp bool, timeout time.Duration) (*dns.Msg, error) {
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), qtype)
-	c := &dns.Client{Timeout: timeout}
-	if tcp {
-		c.Net = "tcp"
-	}
-	var resp *dns.Msg
-	err := InNetns(ns, func() error {
-		var err error
-		resp, _, err = c.Exchange(m, server+":53")
-		return err
-	})
-	return resp, err
-}
-
-// HTTPGet fetches http://addr/path from inside namespace ns (for metrics).
-func HTTPGet(ns, addr, path string) (string, error) {
-	var body string
-	err := InNetns(ns, func() error {
-		conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr)
-		b, err := io.ReadAll(conn)
-		if err != nil {
-			return err
-		}
-		head, rest, ok := strings.Cut(string(b), "\r\n\r\n")
-		if !ok || !strings.Contains(strings.SplitN(head, "\r\n", 2)[0], " 200 ") {
-			return fmt.Errorf("GET http://%s%s: %s", addr, path, strings.SplitN(head, "\r\n", 2)[0])
-		}
-		body = rest
-		return nil
-	})
-	return body, err
 }
