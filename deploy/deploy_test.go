@@ -26,7 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodelocaldns/nodelocaldns/build/plugins"
-	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal"
+	"github.com/nodelocaldns/nodelocaldns/nodecache"
 )
 
 // upstreamFixture stands in for the kubelet's KUBE_DNS_UPSTREAM_SERVICE_HOST
@@ -909,7 +909,7 @@ func TestExamples(t *testing.T) {
 }
 
 // checkCompatRenders runs the compat DaemonSet's args and template through
-// the loader the binary uses (plugin/nodelocal.RenderNodeCache), with a
+// the loader the binary uses (nodecache.RenderNodeCache), with a
 // kube-dns ConfigMap as kubelet mounts it, and has our build accept the
 // rendered Corefile.
 func checkCompatRenders(t *testing.T, r *rendered, corefile string) {
@@ -943,7 +943,7 @@ func checkCompatRenders(t *testing.T, r *rendered, corefile string) {
 	}
 	t.Setenv("KUBE_DNS_UPSTREAM_SERVICE_HOST", "198.18.0.11")
 	args := append(slices.Clone(r.container(t).Args), "-basecorefile", base, "-kubednscm", cm, "-conf", filepath.Join(dir, "Corefile"))
-	out, err := nodelocal.RenderNodeCache(args)
+	out, err := nodecache.RenderNodeCache(args)
 	if err != nil {
 		t.Fatalf("The compat args and Corefile do not render: %v", err)
 	}

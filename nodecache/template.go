@@ -1,4 +1,4 @@
-package nodelocal
+package nodecache
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/coredns/caddy/caddyfile"
+
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal"
 )
 
 // node-cache's Corefile template placeholders.
@@ -347,7 +349,7 @@ func healthPort(file string, blocks []caddyfile.ServerBlock) (int, string, error
 
 func directiveAt(file string, blocks []caddyfile.ServerBlock) string {
 	for _, b := range blocks {
-		if toks := b.Tokens[pluginName]; len(toks) > 0 {
+		if toks := b.Tokens[nodelocal.Directive]; len(toks) > 0 {
 			return fmt.Sprintf("%s:%d", file, toks[0].Line)
 		}
 	}

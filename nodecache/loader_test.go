@@ -1,4 +1,4 @@
-package nodelocal
+package nodecache
 
 import (
 	"os"
@@ -79,7 +79,7 @@ func TestLoaderBadInput(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Good input: %v", err)
 			}
-			errs0 := testutil.ToFloat64(setupErrors.WithLabelValues(errConfigmap))
+			errs0 := configMapErrors(t)
 			rej0 := testutil.ToFloat64(configRejections)
 
 			tc.bad(t, e)
@@ -95,7 +95,7 @@ func TestLoaderBadInput(t *testing.T) {
 			if written, _ := os.ReadFile(e.out); string(written) != string(good.Body()) {
 				t.Errorf("The -conf file changed after a bad input")
 			}
-			if d := testutil.ToFloat64(setupErrors.WithLabelValues(errConfigmap)) - errs0; d != 1 {
+			if d := configMapErrors(t) - errs0; d != 1 {
 				t.Errorf("setup_errors_total{errortype=configmap} grew by %v over three checks of one bad input, want 1", d)
 			}
 			if d := testutil.ToFloat64(configRejections) - rej0; d != 1 {

@@ -1,4 +1,4 @@
-package nodelocal
+package nodecache
 
 import (
 	"bytes"
@@ -11,6 +11,9 @@ import (
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/plugin"
+	clog "github.com/coredns/coredns/plugin/pkg/log"
+
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -31,23 +34,41 @@ var (
 	})
 )
 
+var log = clog.NewWithPlugin("nodecache")
+
 // loaderName is the name of the Corefile loader in caddy.
 const loaderName = "nodelocal"
 
-// corefileLoader is the process's loader, bound to the command-line flags.
-// Tests swap it with setLoader.
+// corefileLoader is the process's loader, set by Register.
 var (
 	loaderMu       sync.Mutex
-	corefileLoader = newTemplateLoader(registerFlags(flag.CommandLine))
+	corefileLoader *templateLoader
+	registerOnce   sync.Once
 )
 
-func init() {
-	caddy.RegisterCaddyfileLoader(loaderName, caddy.LoaderFunc(func(serverType string) (caddy.Input, error) {
-		loaderMu.Lock()
-		l := corefileLoader
-		loaderMu.Unlock()
-		return l.Load(serverType)
-	}))
+// Register defines node-cache's flags on fs (the command line), takes over
+// its -conf flag, and registers the Corefile loader that renders
+// -basecorefile into -conf when any node-cache flag is given. Call it once,
+// after coremain's init defined -conf and before coremain.Run parses the
+// command line; a second call only rebinds the loader to fs.
+func Register(fs *flag.FlagSet) {
+	use(newTemplateLoader(registerFlags(fs)))
+}
+
+// use makes l the process's Corefile loader, registering the loader with
+// caddy on first use.
+func use(l *templateLoader) {
+	loaderMu.Lock()
+	corefileLoader = l
+	loaderMu.Unlock()
+	registerOnce.Do(func() {
+		caddy.RegisterCaddyfileLoader(loaderName, caddy.LoaderFunc(func(serverType string) (caddy.Input, error) {
+			loaderMu.Lock()
+			l := corefileLoader
+			loaderMu.Unlock()
+			return l.Load(serverType)
+		}))
+	})
 }
 
 // templateLoader renders node-cache's Corefile template. The reload plugin
@@ -117,7 +138,7 @@ func (l *templateLoader) load(serverType, tmplPath, out string, compat bool) (ca
 	if err != nil {
 		if msg := err.Error(); msg != l.lastErr {
 			l.lastErr = msg
-			setupErrors.WithLabelValues(errConfigmap).Inc()
+			nodelocal.CountConfigMapError()
 			configRejections.Inc()
 			if l.good != nil {
 				log.Errorf("Corefile not changed, keeping the last good one: %v", err)
@@ -154,11 +175,11 @@ func (l *templateLoader) render(tmplPath string, compat bool) ([]byte, error) {
 	}
 	var src sources
 	if f.localIP != "" {
-		if src.localIPs, err = parseLocalIPs([]string{f.localIP}); err != nil {
+		if src.localIPs, err = nodelocal.ParseLocalIPs([]string{f.localIP}); err != nil {
 			return nil, fmt.Errorf("-localip: %w", err)
 		}
 	}
-	src.clusterDNS, src.clusterErr = UpstreamIP(f.upstreamSvc)
+	src.clusterDNS, src.clusterErr = nodelocal.UpstreamIP(f.upstreamSvc)
 	if compat && src.clusterErr != nil {
 		// The injected directive names the Service too: fail here, clearly.
 		return nil, src.clusterErr
