@@ -948,7 +948,7 @@ func checkCompatRenders(t *testing.T, r *rendered, corefile string) {
 		t.Fatalf("The compat args and Corefile do not render: %v", err)
 	}
 	got := string(out)
-	for _, want := range []string{"forward . 198.18.0.11", "forward . 198.18.6.1", "acme.example:53", "forward . 198.18.5.1", "nodelocal"} {
+	for _, want := range []string{"forward . 198.18.0.11", "forward . 198.18.6.1", "acme.example:53", "forward acme.example 198.18.5.1", "nodelocal"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("Rendered compat Corefile lacks %q:\n%s", want, got)
 		}

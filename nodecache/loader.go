@@ -127,7 +127,7 @@ func (l *templateLoader) Load(serverType string) (caddy.Input, error) {
 // out, when set, receives each new rendering. On the first load a bad
 // input is an error, so the start fails with it.
 func (l *templateLoader) load(serverType, tmplPath, out string, compat bool) (caddy.Input, error) {
-	body, err := l.render(tmplPath, compat)
+	body, warnings, err := l.render(tmplPath, compat)
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -161,32 +161,35 @@ func (l *templateLoader) load(serverType, tmplPath, out string, compat bool) (ca
 			}
 		}
 		log.Infof("Rendered Corefile from %s:\n%s", tmplPath, body)
+		for _, w := range warnings {
+			log.Warning(w)
+		}
 		l.good = body
 	}
 	return caddy.CaddyfileInput{Contents: l.good, Filepath: path, ServerTypeName: serverType}, nil
 }
 
 // render gathers the sources and renders the template; it changes nothing.
-func (l *templateLoader) render(tmplPath string, compat bool) ([]byte, error) {
+func (l *templateLoader) render(tmplPath string, compat bool) ([]byte, []string, error) {
 	f := l.flags
 	tmpl, err := os.ReadFile(tmplPath)
 	if err != nil {
-		return nil, fmt.Errorf("read Corefile template: %w", err)
+		return nil, nil, fmt.Errorf("read Corefile template: %w", err)
 	}
 	var src sources
 	if f.localIP != "" {
 		if src.localIPs, err = nodelocal.ParseLocalIPs([]string{f.localIP}); err != nil {
-			return nil, fmt.Errorf("-localip: %w", err)
+			return nil, nil, fmt.Errorf("-localip: %w", err)
 		}
 	}
 	src.clusterDNS, src.clusterErr = nodelocal.UpstreamIP(f.upstreamSvc)
 	if compat && src.clusterErr != nil {
 		// The injected directive names the Service too: fail here, clearly.
-		return nil, src.clusterErr
+		return nil, nil, src.clusterErr
 	}
 	kd, err := readKubeDNS(f.kubeDNSCM)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	src.stubs = kd.stubs
 	if src.upstreams = kd.upstreams; len(src.upstreams) == 0 {
@@ -244,5 +247,6 @@ func RenderNodeCache(args []string) ([]byte, error) {
 	if err := f.check(); err != nil {
 		return nil, err
 	}
-	return newTemplateLoader(f).render(f.baseCorefile, true)
+	body, _, err := newTemplateLoader(f).render(f.baseCorefile, true)
+	return body, err
 }
