@@ -289,3 +289,35 @@ func TestDropInStubDomainOnLocalIP(t *testing.T) {
 		t.Errorf("A refused start left the interface behind:\n%s", out)
 	}
 }
+
+// A template whose root block has no bind (issue 18): the stub domain block
+// bound the local IPs alone, so it took every query to them and refused the
+// names outside the stub domains. Now both serve on the local IP, and the
+// start logs a warning naming the block.
+func TestDropInTemplateWithoutBind(t *testing.T) {
+	bin := binary(t)
+	nstest.Enter(t)
+	dir := t.TempDir()
+	up := fakeUpstream(t, "198.18.2.2")
+	stub := fakeUpstream(t, "198.18.2.3")
+	tmpl := filepath.Join(dir, "Corefile.base")
+	writeFile(t, tmpl, ".:53 {\n    errors\n    cache 30\n    reload\n    loop\n    forward . __PILLAR__UPSTREAM__SERVERS__\n}\n")
+	cm := filepath.Join(dir, "kube-dns")
+	writeConfigMap(t, cm, map[string]string{
+		keyUpstreams:   `["` + up + `"]`,
+		keyStubDomains: `{"acme.test": ["` + stub + `"]}`,
+	})
+	p := start(t, bin, []string{"KUBE_DNS_UPSTREAM_SERVICE_HOST=198.18.0.11"},
+		"-localip", "169.254.20.10", "-conf", filepath.Join(dir, "Corefile"), "-upstreamsvc", "kube-dns-upstream",
+		"-basecorefile", tmpl, "-kubednscm", cm, "-metrics-listen-address", "")
+
+	eventually(t, "stub domain answered on 169.254.20.10", 20*time.Second, func() bool {
+		return lookupA("169.254.20.10:53", "db.acme.test.") == "198.18.2.3"
+	})
+	if got := lookupA("169.254.20.10:53", "www.example.test."); got != "198.18.2.2" {
+		t.Errorf("www.example.test on 169.254.20.10: %q, want 198.18.2.2 from the root block", got)
+	}
+	if logs := p.logs.String(); !strings.Contains(logs, "has no bind") || !strings.Contains(logs, tmpl+":1") {
+		t.Errorf("No warning naming %s:1 and the missing bind:\n%s", tmpl, logs)
+	}
+}

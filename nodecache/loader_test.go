@@ -1,6 +1,7 @@
 package nodecache
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,6 +61,11 @@ func TestLoaderBadInput(t *testing.T) {
 		{"upstream not an IP", cm("", `["resolver.example"]`), []string{"upstreamNameservers", `"resolver.example"`}},
 		{"upstream bad transport", cm("", `["quic://198.18.6.1"]`), []string{"upstreamNameservers", `"quic://"`}},
 		{"too many upstreams", cm("", sixteen), []string{"upstreamNameservers", "16 servers", "at most 15"}},
+		// B4 (issue 18): the loop plugin found these only after the node was set up.
+		{"stub domain on a local IP", cm(`{"acme.example": ["198.18.5.1", "169.254.20.10"]}`, ""), []string{`stubDomains["acme.example"]`, `"169.254.20.10"`, "loop"}},
+		{"stub domain on a local IP with the port", cm(`{"acme.example": ["198.18.0.10:53"]}`, ""), []string{`stubDomains["acme.example"]`, `"198.18.0.10:53"`, "loop"}},
+		{"upstream on a local IP", cm("", `["169.254.20.10"]`), []string{"upstreamNameservers", `"169.254.20.10"`, "loop"}},
+		{"too many stub domains", cm(manyStubs(maxStubDomains+1), ""), []string{"stubDomains", "1001 domains", "at most 1000"}},
 		{"unknown placeholder", func(t *testing.T, e loaderEnv) {
 			writeFile(t, e.tmpl, strings.ReplaceAll(iptablesTemplate(t), "cluster.local:53", "__PILLAR__DNS__DOMAIN__:53"))
 		}, []string{"__PILLAR__DNS__DOMAIN__", "unknown placeholder"}},
@@ -113,6 +119,20 @@ func TestLoaderBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// manyStubs is a stubDomains value with n domains, each with its own server.
+func manyStubs(n int) string {
+	var b strings.Builder
+	b.WriteString("{")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, `"s%d.example": ["198.19.%d.%d"]`, i, i/250, i%250+1)
+	}
+	b.WriteString("}")
+	return b.String()
 }
 
 // cm writes a kube-dns ConfigMap; an empty value leaves the key out.
