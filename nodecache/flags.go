@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal"
 
@@ -164,6 +165,11 @@ func (f *compatFlags) directiveLines(templateHealth int) ([]string, error) {
 		}
 		lines = append(lines, "localip "+joinAddrs(ips))
 	}
+	for _, w := range []struct{ flag, v string }{{"interfacename", f.interfaceName}, {"upstreamsvc", f.upstreamSvc}} {
+		if err := checkWord(w.flag, w.v); err != nil {
+			return nil, err
+		}
+	}
 	if f.setupInterface {
 		lines = append(lines, "interface "+f.interfaceName)
 	} else {
@@ -190,6 +196,21 @@ func (f *compatFlags) directiveLines(templateHealth int) ([]string, error) {
 		lines = append(lines, "teardown on")
 	}
 	return lines, nil
+}
+
+// checkWord rejects a flag value that would not stay one token of the
+// directive text it becomes: whitespace, quotes, braces or a comment would
+// change the Corefile's structure.
+func checkWord(flag, v string) error {
+	if v == "" {
+		return fmt.Errorf("-%s is empty", flag)
+	}
+	if i := strings.IndexFunc(v, func(r rune) bool {
+		return unicode.IsSpace(r) || strings.ContainsRune("{}\"'#`\\", r) || !unicode.IsPrint(r)
+	}); i >= 0 {
+		return fmt.Errorf("-%s %q: character %q is not allowed in a name", flag, v, []rune(v[i:])[0])
+	}
+	return nil
 }
 
 // check rejects flag combinations that cannot work.

@@ -285,3 +285,24 @@ func TestSyncIntervalFlag(t *testing.T) {
 		}
 	}
 }
+
+// A flag value that would not stay one token of the directive text (found
+// by FuzzFlags) is refused, naming the flag and the value, instead of adding
+// lines to the nodelocal block.
+func TestFlagValuesStayOneToken(t *testing.T) {
+	for _, args := range [][]string{
+		{"-localip", "169.254.20.10", "-upstreamsvc", "kube-dns\n        teardown off"},
+		{"-localip", "169.254.20.10", "-interfacename", "nodelocaldns}"},
+		{"-localip", "169.254.20.10", "-interfacename", "a#b"},
+	} {
+		f := newTestFlags(t, args...)
+		lines, err := f.directiveLines(0)
+		if err == nil {
+			t.Errorf("Flags %q gave directive lines %q; want an error", args, lines)
+			continue
+		}
+		if !strings.Contains(err.Error(), args[2]) || !strings.Contains(err.Error(), fmt.Sprintf("%q", args[3])) {
+			t.Errorf("Error %q does not name %s and its value", err, args[2])
+		}
+	}
+}
