@@ -1,6 +1,7 @@
 package nodecache
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -304,5 +305,28 @@ func TestFlagValuesStayOneToken(t *testing.T) {
 		if !strings.Contains(err.Error(), args[2]) || !strings.Contains(err.Error(), fmt.Sprintf("%q", args[3])) {
 			t.Errorf("Error %q does not name %s and its value", err, args[2])
 		}
+	}
+}
+
+// Importing the plugin and this package defines no flag; Register defines
+// node-cache's flags on the set it is given and takes over its -conf.
+func TestRegisterDefinesFlags(t *testing.T) {
+	for _, name := range nodeCacheFlags {
+		if flag.CommandLine.Lookup(name) != nil {
+			t.Errorf("-%s is defined on the command line by an import", name)
+		}
+	}
+	saved := corefileLoader
+	t.Cleanup(func() { loaderMu.Lock(); corefileLoader = saved; loaderMu.Unlock() })
+	fs := flag.NewFlagSet("coredns", flag.ContinueOnError)
+	fs.String("conf", "", "Corefile to load")
+	Register(fs)
+	for _, name := range nodeCacheFlags {
+		if fs.Lookup(name) == nil {
+			t.Errorf("Register did not define -%s", name)
+		}
+	}
+	if _, ok := fs.Lookup("conf").Value.(*confFlag); !ok {
+		t.Errorf("Register did not take over -conf")
 	}
 }
