@@ -25,7 +25,7 @@ import (
 
 	"github.com/nodelocaldns/nodelocaldns/build/plugins"
 	"github.com/nodelocaldns/nodelocaldns/internal/manifests"
-	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal"
+	"github.com/nodelocaldns/nodelocaldns/nodecache"
 )
 
 // upstreamFixture stands in for the kubelet's KUBE_DNS_UPSTREAM_SERVICE_HOST
@@ -785,7 +785,7 @@ func TestExamples(t *testing.T) {
 }
 
 // checkCompatRenders runs the compat DaemonSet's args and template through
-// the loader the binary uses (plugin/nodelocal.RenderNodeCache), with a
+// the loader the binary uses (nodecache.RenderNodeCache), with a
 // kube-dns ConfigMap as kubelet mounts it, and has our build accept the
 // rendered Corefile.
 func checkCompatRenders(t *testing.T, r *rendered, corefile string) {
@@ -819,12 +819,12 @@ func checkCompatRenders(t *testing.T, r *rendered, corefile string) {
 	}
 	t.Setenv("KUBE_DNS_UPSTREAM_SERVICE_HOST", "198.18.0.11")
 	args := append(slices.Clone(r.container(t).Args), "-basecorefile", base, "-kubednscm", cm, "-conf", filepath.Join(dir, "Corefile"))
-	out, err := nodelocal.RenderNodeCache(args)
+	out, err := nodecache.RenderNodeCache(args)
 	if err != nil {
 		t.Fatalf("The compat args and Corefile do not render: %v", err)
 	}
 	got := string(out)
-	for _, want := range []string{"forward . 198.18.0.11", "forward . 198.18.6.1", "acme.example:53", "forward . 198.18.5.1", "nodelocal"} {
+	for _, want := range []string{"forward . 198.18.0.11", "forward . 198.18.6.1", "acme.example:53", "forward acme.example 198.18.5.1", "nodelocal"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("Rendered compat Corefile lacks %q:\n%s", want, got)
 		}

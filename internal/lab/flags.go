@@ -13,7 +13,7 @@ import (
 // OfficialTemplate is the repository's copy of the Corefile template that
 // the official nodelocaldns.yaml carries in its node-local-dns ConfigMap,
 // placeholders and all, before the user's sed.
-const OfficialTemplate = "plugin/nodelocal/testdata/Corefile.base"
+const OfficialTemplate = "nodecache/testdata/Corefile.base"
 
 // NodeCacheMetrics is where node-cache's own metrics listener
 // (-metrics-listen-address, default 0.0.0.0:9353) answers inside the node.

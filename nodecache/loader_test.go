@@ -1,6 +1,8 @@
-package nodelocal
+package nodecache
 
 import (
+	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,6 +62,11 @@ func TestLoaderBadInput(t *testing.T) {
 		{"upstream not an IP", cm("", `["resolver.example"]`), []string{"upstreamNameservers", `"resolver.example"`}},
 		{"upstream bad transport", cm("", `["quic://198.18.6.1"]`), []string{"upstreamNameservers", `"quic://"`}},
 		{"too many upstreams", cm("", sixteen), []string{"upstreamNameservers", "16 servers", "at most 15"}},
+		// B4 (issue 18): the loop plugin found these only after the node was set up.
+		{"stub domain on a local IP", cm(`{"acme.example": ["198.18.5.1", "169.254.20.10"]}`, ""), []string{`stubDomains["acme.example"]`, `"169.254.20.10"`, "loop"}},
+		{"stub domain on a local IP with the port", cm(`{"acme.example": ["198.18.0.10:53"]}`, ""), []string{`stubDomains["acme.example"]`, `"198.18.0.10:53"`, "loop"}},
+		{"upstream on a local IP", cm("", `["169.254.20.10"]`), []string{"upstreamNameservers", `"169.254.20.10"`, "loop"}},
+		{"too many stub domains", cm(manyStubs(maxStubDomains+1), ""), []string{"stubDomains", "1001 domains", "at most 1000"}},
 		{"unknown placeholder", func(t *testing.T, e loaderEnv) {
 			writeFile(t, e.tmpl, strings.ReplaceAll(iptablesTemplate(t), "cluster.local:53", "__PILLAR__DNS__DOMAIN__:53"))
 		}, []string{"__PILLAR__DNS__DOMAIN__", "unknown placeholder"}},
@@ -79,7 +86,7 @@ func TestLoaderBadInput(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Good input: %v", err)
 			}
-			errs0 := testutil.ToFloat64(setupErrors.WithLabelValues(errConfigmap))
+			errs0 := configMapErrors(t)
 			rej0 := testutil.ToFloat64(configRejections)
 
 			tc.bad(t, e)
@@ -95,7 +102,7 @@ func TestLoaderBadInput(t *testing.T) {
 			if written, _ := os.ReadFile(e.out); string(written) != string(good.Body()) {
 				t.Errorf("The -conf file changed after a bad input")
 			}
-			if d := testutil.ToFloat64(setupErrors.WithLabelValues(errConfigmap)) - errs0; d != 1 {
+			if d := configMapErrors(t) - errs0; d != 1 {
 				t.Errorf("setup_errors_total{errortype=configmap} grew by %v over three checks of one bad input, want 1", d)
 			}
 			if d := testutil.ToFloat64(configRejections) - rej0; d != 1 {
@@ -113,6 +120,20 @@ func TestLoaderBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// manyStubs is a stubDomains value with n domains, each with its own server.
+func manyStubs(n int) string {
+	var b strings.Builder
+	b.WriteString("{")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, `"s%d.example": ["198.19.%d.%d"]`, i, i/250, i%250+1)
+	}
+	b.WriteString("}")
+	return b.String()
 }
 
 // cm writes a kube-dns ConfigMap; an empty value leaves the key out.
@@ -263,5 +284,49 @@ func TestSyncIntervalFlag(t *testing.T) {
 		if err := s.Set(bad); err == nil {
 			t.Errorf("-syncinterval %s accepted", bad)
 		}
+	}
+}
+
+// A flag value that would not stay one token of the directive text (found
+// by FuzzFlags) is refused, naming the flag and the value, instead of adding
+// lines to the nodelocal block.
+func TestFlagValuesStayOneToken(t *testing.T) {
+	for _, args := range [][]string{
+		{"-localip", "169.254.20.10", "-upstreamsvc", "kube-dns\n        teardown off"},
+		{"-localip", "169.254.20.10", "-interfacename", "nodelocaldns}"},
+		{"-localip", "169.254.20.10", "-interfacename", "a#b"},
+	} {
+		f := newTestFlags(t, args...)
+		lines, err := f.directiveLines(0)
+		if err == nil {
+			t.Errorf("Flags %q gave directive lines %q; want an error", args, lines)
+			continue
+		}
+		if !strings.Contains(err.Error(), args[2]) || !strings.Contains(err.Error(), fmt.Sprintf("%q", args[3])) {
+			t.Errorf("Error %q does not name %s and its value", err, args[2])
+		}
+	}
+}
+
+// Importing the plugin and this package defines no flag; Register defines
+// node-cache's flags on the set it is given and takes over its -conf.
+func TestRegisterDefinesFlags(t *testing.T) {
+	for _, name := range nodeCacheFlags {
+		if flag.CommandLine.Lookup(name) != nil {
+			t.Errorf("-%s is defined on the command line by an import", name)
+		}
+	}
+	saved := corefileLoader
+	t.Cleanup(func() { loaderMu.Lock(); corefileLoader = saved; loaderMu.Unlock() })
+	fs := flag.NewFlagSet("coredns", flag.ContinueOnError)
+	fs.String("conf", "", "Corefile to load")
+	Register(fs)
+	for _, name := range nodeCacheFlags {
+		if fs.Lookup(name) == nil {
+			t.Errorf("Register did not define -%s", name)
+		}
+	}
+	if _, ok := fs.Lookup("conf").Value.(*confFlag); !ok {
+		t.Errorf("Register did not take over -conf")
 	}
 }

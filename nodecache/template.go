@@ -1,4 +1,4 @@
-package nodelocal
+package nodecache
 
 import (
 	"bytes"
@@ -6,10 +6,13 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/coredns/caddy/caddyfile"
+
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal"
 )
 
 // node-cache's Corefile template placeholders.
@@ -202,37 +205,48 @@ func joinAddrs(ips []netip.Addr) string {
 }
 
 // render turns a node-cache template into the Corefile CoreDNS runs:
-// placeholders filled, one server block per stub domain appended (sorted),
-// and the nodelocal directive injected into every server block when src
-// carries one. It is pure: the same template and sources give the same bytes.
-func render(file string, tmpl []byte, src sources) ([]byte, error) {
+// placeholders filled, one server block for the stub domains appended, and
+// the nodelocal directive injected into every server block when src carries
+// one. It is pure: the same template and sources give the same bytes. The
+// warnings say what renders but is likely not what the user meant.
+func render(file string, tmpl []byte, src sources) ([]byte, []string, error) {
 	body, err := substitute(file, tmpl, src)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	blocks, err := caddyfile.Parse(file, bytes.NewReader(body), nil)
 	if err != nil {
-		return nil, fmt.Errorf("template after rendering: %w", err)
+		return nil, nil, fmt.Errorf("template after rendering: %w", err)
 	}
-	root := rootBlock(blocks)
+	root := rootBlock(file, body, blocks)
+	if err := checkStubLoops(src, root); err != nil {
+		return nil, nil, err
+	}
+	var warnings []string
+	if root.at != "" && len(root.bindArgs) == 0 {
+		// Not refused: a block without bind is valid CoreDNS and serves on
+		// every address of the node, the local IPs included; the stub block
+		// follows it (binds nothing) so both share one listener.
+		warnings = append(warnings, fmt.Sprintf("%s: the root block (.) has no bind: it serves on every address of the node, not only on the local IPs; node-cache's template binds __PILLAR__LOCAL__DNS__", root.at))
+	}
 	health, healthAt, err := healthPort(file, blocks)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	var inject []string
 	if src.directive != nil {
 		if at := directiveAt(file, blocks); at != "" {
-			return nil, fmt.Errorf("%s has its own nodelocal directive (%s) and node-cache flags are given: set the node in one place, the flags or the directive", file, at)
+			return nil, nil, fmt.Errorf("%s has its own nodelocal directive (%s) and node-cache flags are given: set the node in one place, the flags or the directive", file, at)
 		}
 		if inject, err = src.directive(health); err != nil {
 			if healthAt != "" {
 				err = fmt.Errorf("%w (health line at %s)", err, healthAt)
 			}
-			return nil, err
+			return nil, nil, err
 		}
 		if body, err = injectDirective(file, body, inject); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 
@@ -241,14 +255,60 @@ func render(file string, tmpl []byte, src sources) ([]byte, error) {
 	if len(body) > 0 && body[len(body)-1] != '\n' {
 		out.WriteByte('\n')
 	}
-	for _, s := range src.stubs {
-		writeStub(&out, s, root, src.localIPs, inject)
-	}
+	writeStubs(&out, src.stubs, root, inject)
 	result := out.Bytes()
 	if err := checkRendered(file, result); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return result, nil
+	return result, warnings, nil
+}
+
+// checkStubLoops refuses a stub domain or upstream server that is this
+// cache itself (a local IP, or an address the root block binds, on the port
+// it serves): each query would come back here until the loop plugin stops
+// the process, after the node was set up.
+func checkStubLoops(src sources, r root) error {
+	self := map[netip.Addr]bool{}
+	for _, ip := range src.localIPs {
+		self[ip] = true
+	}
+	for _, a := range r.bindArgs {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			self[ip.Unmap()] = true
+		}
+	}
+	port, _ := strconv.Atoi(r.port)
+	loops := func(server string) bool {
+		ip, p, ok := serverAddr(server)
+		return ok && self[ip] && p == port
+	}
+	for _, s := range src.stubs {
+		for _, srv := range s.servers {
+			if loops(srv) {
+				return fmt.Errorf("kube-dns ConfigMap %s[%q]: server %q is this cache (a local IP on port %d): queries would loop back to it", keyStubDomains, s.domain, srv, port)
+			}
+		}
+	}
+	for _, srv := range src.upstreams {
+		if loops(srv) {
+			return fmt.Errorf("kube-dns ConfigMap %s: server %q is this cache (a local IP on port %d): queries would loop back to it", keyUpstreams, srv, port)
+		}
+	}
+	return nil
+}
+
+// serverAddr splits a server as formatServer writes it into address and
+// port, with the transport's default port when none is given.
+func serverAddr(s string) (netip.Addr, int, bool) {
+	port := 53
+	if rest, ok := strings.CutPrefix(s, "tls://"); ok {
+		s, port = rest, 853
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap(), int(ap.Port()), true
+	}
+	ip, err := netip.ParseAddr(s)
+	return ip.Unmap(), port, err == nil
 }
 
 // root is what stub domain blocks copy from the template's root zone block:
@@ -256,12 +316,13 @@ func render(file string, tmpl []byte, src sources) ([]byte, error) {
 // its reload arguments (the reload plugin keeps the last interval it reads),
 // and its bind addresses (the local IPs in node-cache's template).
 type root struct {
+	at         string // file:line of the root block, "" when there is none
 	port       string
 	reloadArgs []string
 	bindArgs   []string
 }
 
-func rootBlock(blocks []caddyfile.ServerBlock) root {
+func rootBlock(file string, body []byte, blocks []caddyfile.ServerBlock) root {
 	r := root{port: "53"}
 	for i, b := range blocks {
 		isRoot := false
@@ -277,12 +338,23 @@ func rootBlock(blocks []caddyfile.ServerBlock) root {
 			}
 		}
 		if isRoot {
+			r.at = fmt.Sprintf("%s:%d", file, keyLine(body, b.Keys[0]))
 			r.reloadArgs = lineArgs(b.Tokens["reload"])
 			r.bindArgs = lineArgs(b.Tokens["bind"])
 			return r
 		}
 	}
 	return r
+}
+
+// keyLine returns the line of the first server block key key, 0 if none.
+func keyLine(body []byte, key string) int {
+	for _, t := range tokenize(body) {
+		if t.depth == 0 && strings.TrimSuffix(t.text, ",") == key {
+			return t.line
+		}
+	}
+	return 0
 }
 
 // lineArgs returns the arguments on the line of a directive's first use.
@@ -347,7 +419,7 @@ func healthPort(file string, blocks []caddyfile.ServerBlock) (int, string, error
 
 func directiveAt(file string, blocks []caddyfile.ServerBlock) string {
 	for _, b := range blocks {
-		if toks := b.Tokens[pluginName]; len(toks) > 0 {
+		if toks := b.Tokens[nodelocal.Directive]; len(toks) > 0 {
 			return fmt.Sprintf("%s:%d", file, toks[0].Line)
 		}
 	}
@@ -401,10 +473,24 @@ func directiveText(lines []string) string {
 	return b.String()
 }
 
-// writeStub writes node-cache's server block for one stub domain. It binds
-// what the root block binds, else the local IPs, else nothing.
-func writeStub(out *bytes.Buffer, s stubDomain, r root, local []netip.Addr, inject []string) {
-	fmt.Fprintf(out, "%s:%s {\n", s.domain, r.port)
+// writeStubs writes one server block for every stub domain: each domain a
+// zone of the block, with node-cache's settings for stub domains (errors,
+// cache 30, reload, loop) once, and one forward per domain, the most specific
+// domain first (forward tries them in order and the first that matches the
+// query's name answers). One block shares its cache, its plugins and its
+// loop probe among all stub domains, where a block per domain cost each
+// domain a cache of its own. It binds what the root block binds.
+func writeStubs(out *bytes.Buffer, stubs []stubDomain, r root, inject []string) {
+	if len(stubs) == 0 {
+		return
+	}
+	for i, s := range stubs {
+		if i > 0 {
+			out.WriteString(",\n")
+		}
+		fmt.Fprintf(out, "%s:%s", s.domain, r.port)
+	}
+	out.WriteString(" {\n")
 	if inject != nil {
 		out.WriteString(directiveText(inject) + "\n")
 	}
@@ -412,13 +498,16 @@ func writeStub(out *bytes.Buffer, s stubDomain, r root, local []netip.Addr, inje
 	out.WriteString("    " + stubCache + "\n")
 	out.WriteString("    " + strings.Join(append([]string{"reload"}, r.reloadArgs...), " ") + "\n")
 	out.WriteString("    loop\n")
-	switch {
-	case len(r.bindArgs) > 0:
+	if len(r.bindArgs) > 0 {
 		out.WriteString("    bind " + strings.Join(r.bindArgs, " ") + "\n")
-	case len(local) > 0:
-		out.WriteString("    bind " + joinAddrs(local) + "\n")
 	}
-	out.WriteString("    forward . " + strings.Join(s.servers, " ") + "\n")
+	byDepth := slices.Clone(stubs)
+	slices.SortStableFunc(byDepth, func(a, b stubDomain) int {
+		return strings.Count(b.domain, ".") - strings.Count(a.domain, ".")
+	})
+	for _, s := range byDepth {
+		out.WriteString("    forward " + s.domain + " " + strings.Join(s.servers, " ") + "\n")
+	}
 	out.WriteString("}\n")
 }
 

@@ -1,4 +1,4 @@
-package nodelocal
+package nodecache
 
 import (
 	"flag"
@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 var cmSerial atomic.Int64
@@ -73,4 +75,28 @@ func writeFile(t *testing.T, path, body string) {
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// configMapErrors reads coredns_nodecache_setup_errors_total{errortype="configmap"}
+// from the default registry, as a scrape would.
+func configMapErrors(t *testing.T) float64 {
+	t.Helper()
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatalf("Gather metrics: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "coredns_nodecache_setup_errors_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "errortype" && l.GetValue() == "configmap" {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatal("No coredns_nodecache_setup_errors_total{errortype=\"configmap\"} in the default registry")
+	return 0
 }

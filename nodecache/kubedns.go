@@ -1,4 +1,4 @@
-package nodelocal
+package nodecache
 
 import (
 	"bufio"
@@ -22,6 +22,12 @@ const (
 
 // maxUpstreams is the most servers CoreDNS's forward plugin takes in one line.
 const maxUpstreams = 15
+
+// maxStubDomains is the most stub domains a kube-dns ConfigMap may hold.
+// Each costs a forward (its connections and health checks) in the shared
+// stub block, and forward tries them in turn on a cache miss; past this, a
+// ConfigMap is more likely a mistake than a cluster's DNS layout.
+const maxStubDomains = 1000
 
 // kubeDNS is what the kube-dns ConfigMap says, validated and formatted for
 // a forward line.
@@ -89,6 +95,9 @@ func parseStubDomains(raw []byte) ([]stubDomain, error) {
 	var m map[string][]string
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, fmt.Errorf("kube-dns ConfigMap %s %q is not a JSON map of domain to a list of servers: %v", keyStubDomains, raw, err)
+	}
+	if len(m) > maxStubDomains {
+		return nil, fmt.Errorf("kube-dns ConfigMap %s: %d domains, at most %d are taken", keyStubDomains, len(m), maxStubDomains)
 	}
 	out := make([]stubDomain, 0, len(m))
 	for domain, list := range m {

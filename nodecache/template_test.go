@@ -1,11 +1,14 @@
-package nodelocal
+package nodecache
 
 import (
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nodelocaldns/nodelocaldns/build/plugins"
 )
 
 var update = flag.Bool("update", false, "rewrite the testdata/*.golden files")
@@ -98,5 +101,64 @@ func checkGolden(t *testing.T, path string, got []byte) {
 	}
 	if string(want) != string(got) {
 		t.Errorf("Rendered Corefile differs from %s (go test -update rewrites it):\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+// Stub domains share one server block: one cache, one loop probe, one
+// forward per domain, the most specific first so that a sub-domain with its
+// own servers is not answered by its parent's forward. The build accepts it.
+func TestRenderStubsShareBlock(t *testing.T) {
+	tmpl := []byte(".:53 {\n    reload 5s\n    bind 169.254.20.10\n    forward . 198.18.6.1\n}\n")
+	src := sources{
+		localIPs: []netip.Addr{netip.MustParseAddr("169.254.20.10")},
+		stubs: []stubDomain{
+			{domain: "acme.example", servers: []string{"198.18.5.1"}},
+			{domain: "eu.acme.example", servers: []string{"198.18.5.2"}},
+			{domain: "zeta.example", servers: []string{"198.18.5.3"}},
+		},
+	}
+	got, warnings, err := render("Corefile.base", tmpl, src)
+	if err != nil {
+		t.Fatalf("Render: %v", err)
+	}
+	if len(warnings) != 0 {
+		t.Errorf("Warnings for a template with bind: %q", warnings)
+	}
+	body := string(got)
+	if n := strings.Count(body, "cache 30"); n != 1 {
+		t.Errorf("%d stub caches, want one shared by every stub domain:\n%s", n, body)
+	}
+	for _, want := range []string{"acme.example:53,\neu.acme.example:53,\nzeta.example:53 {", "reload 5s", "bind 169.254.20.10\n    forward eu.acme.example"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("Rendered Corefile lacks %q:\n%s", want, body)
+		}
+	}
+	if sub, parent := strings.Index(body, "forward eu.acme.example "), strings.Index(body, "forward acme.example "); sub < 0 || parent < 0 || sub > parent {
+		t.Errorf("forward eu.acme.example must come before forward acme.example:\n%s", body)
+	}
+	if err := plugins.Validate("Corefile", got); err != nil {
+		t.Errorf("The build rejects the rendered Corefile: %v\n%s", err, body)
+	}
+}
+
+// A root block without bind serves on every address; rendering warns,
+// naming the block, and the stub block binds nothing either, so that the
+// local IP reaches both (a stub block bound to the local IP alone took every
+// query to that address and refused the names outside its zones).
+func TestRenderRootWithoutBind(t *testing.T) {
+	tmpl := []byte("# node cache\n.:53 {\n    forward . 198.18.6.1\n}\n")
+	src := sources{
+		localIPs: []netip.Addr{netip.MustParseAddr("169.254.20.10")},
+		stubs:    []stubDomain{{domain: "acme.example", servers: []string{"198.18.5.1"}}},
+	}
+	got, warnings, err := render("Corefile.base", tmpl, src)
+	if err != nil {
+		t.Fatalf("Render: %v", err)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "Corefile.base:2") || !strings.Contains(warnings[0], "no bind") {
+		t.Errorf("Warnings %q, want one naming Corefile.base:2 and the missing bind", warnings)
+	}
+	if strings.Contains(string(got), "bind") {
+		t.Errorf("The stub block binds what the root block does not:\n%s", got)
 	}
 }

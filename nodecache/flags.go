@@ -1,4 +1,4 @@
-package nodelocal
+package nodecache
 
 import (
 	"bytes"
@@ -12,11 +12,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
-	// coremain defines -conf and registers its "flag" loader in its init; the
-	// import makes that init run before this package's, so the -conf flag
-	// exists when compatFlags takes it over.
-	_ "github.com/coredns/coredns/coremain"
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -60,7 +58,7 @@ type compatFlags struct {
 
 // registerFlags defines node-cache's flags on fs and takes over -conf.
 func registerFlags(fs *flag.FlagSet) *compatFlags {
-	f := &compatFlags{fs: fs, syncInterval: syncFlag(defaultSync)}
+	f := &compatFlags{fs: fs, syncInterval: syncFlag(nodelocal.DefaultSync)}
 	fs.StringVar(&f.localIP, "localip", "", "node-cache: comma-separated local IPs to hold on the interface and bind (nodelocal localip)")
 	fs.StringVar(&f.upstreamSvc, "upstreamsvc", defaultUpstreamSvc, "node-cache: Service whose ClusterIP fills __PILLAR__CLUSTER__DNS__ (nodelocal upstreamsvc)")
 	fs.BoolVar(&f.setupInterface, "setupinterface", true, "node-cache: keep the local interface (false: nodelocal interface none)")
@@ -68,7 +66,7 @@ func registerFlags(fs *flag.FlagSet) *compatFlags {
 	fs.BoolVar(&f.skipTeardown, "skipteardown", false, "node-cache: leave interface and rules in place on exit (nodelocal teardown off)")
 	fs.Var(&f.syncInterval, "syncinterval", "node-cache: reconcile period, seconds (node-cache style) or a duration such as 30s (nodelocal sync)")
 	fs.StringVar(&f.interfaceName, "interfacename", "nodelocaldns", "node-cache: name of the local interface (nodelocal interface)")
-	fs.IntVar(&f.healthPort, "health-port", defaultHealthPort, "node-cache: health port whose traffic skips conntrack; follows the template's health line (nodelocal healthport)")
+	fs.IntVar(&f.healthPort, "health-port", nodelocal.DefaultHealthPort, "node-cache: health port whose traffic skips conntrack; follows the template's health line (nodelocal healthport)")
 	fs.StringVar(&f.baseCorefile, "basecorefile", defaultBaseCorefile, "node-cache: Corefile template; the rendered Corefile goes to -conf")
 	fs.StringVar(&f.kubeDNSCM, "kubednscm", defaultKubeDNSCM, "node-cache: directory of the mounted kube-dns ConfigMap (stubDomains, upstreamNameservers); missing is empty")
 	fs.StringVar(&f.metricsAddr, "metrics-listen-address", defaultMetricsAddr, "node-cache: address serving the process's metrics (setup errors); empty: off")
@@ -83,7 +81,7 @@ func registerFlags(fs *flag.FlagSet) *compatFlags {
 // the rendered OUTPUT (/etc/Corefile), which coremain's "flag" loader would
 // read too: stale, or missing on a first start. Loader order follows package
 // init order, so "return nil when the other applies" cannot be decided in
-// time. Instead the -conf flag's Value is replaced at init: coremain's conf
+// time. Instead the -conf flag's Value is replaced by Register: coremain's conf
 // variable stays "" for good, its loader always returns nil, and the
 // nodelocal loader is the one reader of -conf in every mode, doing exactly
 // what coremain's loader does when no node-cache flag is given.
@@ -126,8 +124,8 @@ func (s *syncFlag) Set(v string) error {
 	} else {
 		return fmt.Errorf("syncinterval %q: want seconds (10) or a duration (10s)", v)
 	}
-	if time.Duration(*s) < minSync {
-		return fmt.Errorf("syncinterval %q is below the minimum of %s (node-cache read a bare number as seconds: write 10 or 10s)", v, minSync)
+	if time.Duration(*s) < nodelocal.MinSync {
+		return fmt.Errorf("syncinterval %q is below the minimum of %s (node-cache read a bare number as seconds: write 10 or 10s)", v, nodelocal.MinSync)
 	}
 	return nil
 }
@@ -161,11 +159,16 @@ func (f *compatFlags) compat() bool {
 func (f *compatFlags) directiveLines(templateHealth int) ([]string, error) {
 	var lines []string
 	if f.localIP != "" {
-		ips, err := parseLocalIPs([]string{f.localIP})
+		ips, err := nodelocal.ParseLocalIPs([]string{f.localIP})
 		if err != nil {
 			return nil, fmt.Errorf("-localip: %w", err)
 		}
 		lines = append(lines, "localip "+joinAddrs(ips))
+	}
+	for _, w := range []struct{ flag, v string }{{"interfacename", f.interfaceName}, {"upstreamsvc", f.upstreamSvc}} {
+		if err := checkWord(w.flag, w.v); err != nil {
+			return nil, err
+		}
 	}
 	if f.setupInterface {
 		lines = append(lines, "interface "+f.interfaceName)
@@ -193,6 +196,21 @@ func (f *compatFlags) directiveLines(templateHealth int) ([]string, error) {
 		lines = append(lines, "teardown on")
 	}
 	return lines, nil
+}
+
+// checkWord rejects a flag value that would not stay one token of the
+// directive text it becomes: whitespace, quotes, braces or a comment would
+// change the Corefile's structure.
+func checkWord(flag, v string) error {
+	if v == "" {
+		return fmt.Errorf("-%s is empty", flag)
+	}
+	if i := strings.IndexFunc(v, func(r rune) bool {
+		return unicode.IsSpace(r) || strings.ContainsRune("{}\"'#`\\", r) || !unicode.IsPrint(r)
+	}); i >= 0 {
+		return fmt.Errorf("-%s %q: character %q is not allowed in a name", flag, v, []rune(v[i:])[0])
+	}
+	return nil
 }
 
 // check rejects flag combinations that cannot work.

@@ -1,4 +1,4 @@
-package nodelocal
+package nodecache
 
 import (
 	"bytes"
@@ -11,6 +11,9 @@ import (
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/plugin"
+	clog "github.com/coredns/coredns/plugin/pkg/log"
+
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -31,23 +34,41 @@ var (
 	})
 )
 
+var log = clog.NewWithPlugin("nodecache")
+
 // loaderName is the name of the Corefile loader in caddy.
 const loaderName = "nodelocal"
 
-// corefileLoader is the process's loader, bound to the command-line flags.
-// Tests swap it with setLoader.
+// corefileLoader is the process's loader, set by Register.
 var (
 	loaderMu       sync.Mutex
-	corefileLoader = newTemplateLoader(registerFlags(flag.CommandLine))
+	corefileLoader *templateLoader
+	registerOnce   sync.Once
 )
 
-func init() {
-	caddy.RegisterCaddyfileLoader(loaderName, caddy.LoaderFunc(func(serverType string) (caddy.Input, error) {
-		loaderMu.Lock()
-		l := corefileLoader
-		loaderMu.Unlock()
-		return l.Load(serverType)
-	}))
+// Register defines node-cache's flags on fs (the command line), takes over
+// its -conf flag, and registers the Corefile loader that renders
+// -basecorefile into -conf when any node-cache flag is given. Call it once,
+// after coremain's init defined -conf and before coremain.Run parses the
+// command line; a second call only rebinds the loader to fs.
+func Register(fs *flag.FlagSet) {
+	use(newTemplateLoader(registerFlags(fs)))
+}
+
+// use makes l the process's Corefile loader, registering the loader with
+// caddy on first use.
+func use(l *templateLoader) {
+	loaderMu.Lock()
+	corefileLoader = l
+	loaderMu.Unlock()
+	registerOnce.Do(func() {
+		caddy.RegisterCaddyfileLoader(loaderName, caddy.LoaderFunc(func(serverType string) (caddy.Input, error) {
+			loaderMu.Lock()
+			l := corefileLoader
+			loaderMu.Unlock()
+			return l.Load(serverType)
+		}))
+	})
 }
 
 // templateLoader renders node-cache's Corefile template. The reload plugin
@@ -106,7 +127,7 @@ func (l *templateLoader) Load(serverType string) (caddy.Input, error) {
 // out, when set, receives each new rendering. On the first load a bad
 // input is an error, so the start fails with it.
 func (l *templateLoader) load(serverType, tmplPath, out string, compat bool) (caddy.Input, error) {
-	body, err := l.render(tmplPath, compat)
+	body, warnings, err := l.render(tmplPath, compat)
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -117,7 +138,7 @@ func (l *templateLoader) load(serverType, tmplPath, out string, compat bool) (ca
 	if err != nil {
 		if msg := err.Error(); msg != l.lastErr {
 			l.lastErr = msg
-			setupErrors.WithLabelValues(errConfigmap).Inc()
+			nodelocal.CountConfigMapError()
 			configRejections.Inc()
 			if l.good != nil {
 				log.Errorf("Corefile not changed, keeping the last good one: %v", err)
@@ -140,32 +161,35 @@ func (l *templateLoader) load(serverType, tmplPath, out string, compat bool) (ca
 			}
 		}
 		log.Infof("Rendered Corefile from %s:\n%s", tmplPath, body)
+		for _, w := range warnings {
+			log.Warning(w)
+		}
 		l.good = body
 	}
 	return caddy.CaddyfileInput{Contents: l.good, Filepath: path, ServerTypeName: serverType}, nil
 }
 
 // render gathers the sources and renders the template; it changes nothing.
-func (l *templateLoader) render(tmplPath string, compat bool) ([]byte, error) {
+func (l *templateLoader) render(tmplPath string, compat bool) ([]byte, []string, error) {
 	f := l.flags
 	tmpl, err := os.ReadFile(tmplPath)
 	if err != nil {
-		return nil, fmt.Errorf("read Corefile template: %w", err)
+		return nil, nil, fmt.Errorf("read Corefile template: %w", err)
 	}
 	var src sources
 	if f.localIP != "" {
-		if src.localIPs, err = parseLocalIPs([]string{f.localIP}); err != nil {
-			return nil, fmt.Errorf("-localip: %w", err)
+		if src.localIPs, err = nodelocal.ParseLocalIPs([]string{f.localIP}); err != nil {
+			return nil, nil, fmt.Errorf("-localip: %w", err)
 		}
 	}
-	src.clusterDNS, src.clusterErr = UpstreamIP(f.upstreamSvc)
+	src.clusterDNS, src.clusterErr = nodelocal.UpstreamIP(f.upstreamSvc)
 	if compat && src.clusterErr != nil {
 		// The injected directive names the Service too: fail here, clearly.
-		return nil, src.clusterErr
+		return nil, nil, src.clusterErr
 	}
 	kd, err := readKubeDNS(f.kubeDNSCM)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	src.stubs = kd.stubs
 	if src.upstreams = kd.upstreams; len(src.upstreams) == 0 {
@@ -223,5 +247,6 @@ func RenderNodeCache(args []string) ([]byte, error) {
 	if err := f.check(); err != nil {
 		return nil, err
 	}
-	return newTemplateLoader(f).render(f.baseCorefile, true)
+	body, _, err := newTemplateLoader(f).render(f.baseCorefile, true)
+	return body, err
 }
