@@ -39,9 +39,9 @@ func withFakeHost(t *testing.T) *fakeHost {
 	stateDirDefault = t.TempDir()
 	t.Cleanup(func() {
 		newHost, listening, stateDirDefault = old, oldListening, oldDir
-		procMu.Lock()
-		active, applied = nil, nil
-		procMu.Unlock()
+		process.mu.Lock()
+		process.active, process.applied = nil, nil
+		process.mu.Unlock()
 	})
 	return f
 }
@@ -70,10 +70,17 @@ func finalShutdown(t *testing.T, inst *caddy.Instance) {
 	inst.Stop()
 }
 
-func nodeOf(inst *caddy.Instance) *node {
+func nodeOf(inst *caddy.Instance) *instance {
 	inst.StorageMu.RLock()
 	defer inst.StorageMu.RUnlock()
-	return inst.Storage[sharedKey{}].(*shared).node
+	return inst.Storage[instanceKey{}].(*instance)
+}
+
+// looping reports whether the instance has a reconcile loop.
+func looping(in *instance) bool {
+	in.o.mu.Lock()
+	defer in.o.mu.Unlock()
+	return in.loop != nil
 }
 
 func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
@@ -130,8 +137,8 @@ func TestStartReloadShutdown(t *testing.T) {
 	if got := f.state(); got != wantTwoBlocks {
 		t.Errorf("After reload the node has\n%s\nwant\n%s", got, wantTwoBlocks)
 	}
-	if n := loops.Load(); n != 1 {
-		t.Errorf("%d reconcile loops run after reload, want 1", n)
+	if looping(nodeOf(inst)) || !looping(nodeOf(inst2)) {
+		t.Errorf("After reload the old instance loops %v, the new one %v; want only the new one", looping(nodeOf(inst)), looping(nodeOf(inst2)))
 	}
 	if !nodeOf(inst2).Ready() {
 		t.Error("Not ready after reload")
@@ -162,7 +169,11 @@ func TestStartReloadShutdown(t *testing.T) {
 	if nodeOf(inst3).Ready() {
 		t.Error("Still ready after teardown")
 	}
-	waitFor(t, "the reconcile loop to stop", time.Second, func() bool { return loops.Load() == 0 })
+	for i, in := range []*caddy.Instance{inst, inst2, inst3} {
+		if looping(nodeOf(in)) {
+			t.Errorf("Instance %d still has a reconcile loop after the final shutdown", i+1)
+		}
+	}
 }
 
 // TestFailedReloadKeepsOldState: the new instance's startup ran (and changed
@@ -188,7 +199,12 @@ func TestFailedReloadKeepsOldState(t *testing.T) {
 		t.Error("Old instance not ready after a failed reload")
 	}
 	// The failed instance's loop notices it was dropped and ends.
-	waitFor(t, "one reconcile loop", 3*time.Second, func() bool { return loops.Load() == 1 })
+	process.mu.Lock()
+	owned := process.active == nodeOf(inst)
+	process.mu.Unlock()
+	if !owned || !looping(nodeOf(inst)) {
+		t.Errorf("After a failed reload the old instance has the node: %v, loops: %v; want both", owned, looping(nodeOf(inst)))
+	}
 	finalShutdown(t, inst)
 	if got := f.state(); got != "" {
 		t.Errorf("Final shutdown left %s", got)
@@ -206,7 +222,11 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 	if got := f.state(); got != "" {
 		t.Errorf("A failed start left %s", got)
 	}
-	waitFor(t, "no reconcile loop", time.Second, func() bool { return loops.Load() == 0 })
+	process.mu.Lock()
+	defer process.mu.Unlock()
+	if process.active != nil {
+		t.Error("A failed start left an instance holding the node")
+	}
 }
 
 // TestRulesWaitForListeners: on a first start the rules (which draw the
@@ -278,7 +298,7 @@ func TestTeardownOff(t *testing.T) {
 func TestProcessExitTearsDown(t *testing.T) {
 	f := withFakeHost(t)
 	inst := start(t, twoBlocks)
-	processExit()
+	process.processExit()
 	if got := f.state(); got != "" {
 		t.Errorf("Process exit left %s", got)
 	}

@@ -14,72 +14,18 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
 
-	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/netif"
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 )
 
-// Teardown says what the final shutdown does to the node.
-type Teardown string
+// instanceKey keys the instance's node state in the caddy instance
+// storage, so the directive acts once however many server blocks name it.
+type instanceKey struct{}
 
-// Teardown settings.
-const (
-	TeardownOn      Teardown = "on"      // remove rules, addresses and link
-	TeardownOff     Teardown = "off"     // leave everything in place
-	TeardownHandoff Teardown = "handoff" // remove, but leave a path to the cluster DNS (IPVS mode)
-)
+func setup(c *caddy.Controller) error { return process.setup(c) }
 
-// Defaults of the directive's settings.
-const (
-	defaultHealthPort = 8080
-	defaultSync       = 10 * time.Second
-	minSync           = time.Second
-)
-
-// Config is the parsed directive: one per CoreDNS instance.
-type Config struct {
-	LocalIPs    []netip.Addr
-	Interface   string // "" after `interface none`
-	Rules       rules.Mode
-	Backend     rules.Backend
-	UpstreamSvc string     // Service name, "" when not set
-	Upstream    netip.Addr // the Service's ClusterIP, read from its env variable
-	HealthPort  int
-	Sync        time.Duration
-	Teardown    Teardown
-	StateDir    string // where instances on the node see each other; "" after `statedir none`
-	RcvBuf      int    // receive buffer of the UDP listeners in bytes; 0 after `rcvbuf none`
-}
-
-func defaultConfig() Config {
-	return Config{
-		Interface:  netif.DefaultName,
-		Rules:      rules.ModeIptables,
-		Backend:    rules.BackendAuto,
-		HealthPort: defaultHealthPort,
-		Sync:       defaultSync,
-		Teardown:   TeardownOn,
-		StateDir:   stateDirDefault,
-		RcvBuf:     defaultRcvBuf,
-	}
-}
-
-// stateDirDefault is the default of `statedir`; tests point it elsewhere.
-var stateDirDefault = defaultStateDir
-
-// shared is the per-instance state kept in the caddy instance storage, so the
-// directive acts once however many server blocks name it.
-type shared struct {
-	cfg      Config
-	explicit bool   // cfg came from a block with settings, not a bare `nodelocal`
-	pos      string // file:line of the block cfg came from
-	bindErr  error  // why bare blocks found no local IPs in bind, until a block with settings comes
-	ports    []int  // DNS ports of every block that names the directive
-	node     *node
-}
-
-type sharedKey struct{}
-
-func setup(c *caddy.Controller) error {
+// setup parses one server block's directive into the instance's node state,
+// which the first block creates and hooks into the instance's callbacks.
+func (o *owner) setup(c *caddy.Controller) error {
 	c.Next() // the directive name
 	pos := fmt.Sprintf("%s:%d", c.File(), c.Line())
 	cfg, explicit, err := parse(c)
@@ -87,36 +33,35 @@ func setup(c *caddy.Controller) error {
 		return plugin.Error(pluginName, err)
 	}
 
-	s, _ := c.Get(sharedKey{}).(*shared)
+	in, _ := c.Get(instanceKey{}).(*instance)
 	switch {
-	case s == nil:
-		s = &shared{cfg: cfg, explicit: explicit, pos: pos}
+	case in == nil:
+		in = &instance{o: o, cfg: cfg, explicit: explicit, pos: pos}
 		if !explicit {
-			s.cfg.LocalIPs, s.bindErr = localIPsFromBind(c)
+			in.cfg.LocalIPs, in.bindErr = localIPsFromBind(c)
 		}
-		s.node = newNode(s)
-		c.Set(sharedKey{}, s)
-		registerLifecycle(c, s.node)
-	case explicit && s.explicit:
-		if name, a, b := differ(s.cfg, cfg); name != "" {
-			return plugin.Error(pluginName, fmt.Errorf("%s - Error during parsing: %s %s disagrees with %s %s at %s: every server block must use the same settings", pos, name, b, name, a, s.pos))
+		c.Set(instanceKey{}, in)
+		o.register(c, in)
+	case explicit && in.explicit:
+		if name, a, b := differ(in.cfg, cfg); name != "" {
+			return plugin.Error(pluginName, fmt.Errorf("%s - Error during parsing: %s %s disagrees with %s %s at %s: every server block must use the same settings", pos, name, b, name, a, in.pos))
 		}
 	case explicit:
 		// A block with settings wins over bare `nodelocal` lines that came first.
-		s.cfg, s.explicit, s.pos, s.bindErr = cfg, true, pos, nil
+		in.cfg, in.explicit, in.pos, in.bindErr = cfg, true, pos, nil
 	}
 
 	port, err := strconv.Atoi(dnsserver.GetConfig(c).Port)
 	if err != nil {
 		return plugin.Error(pluginName, c.Errf("server block port %q is not a number", dnsserver.GetConfig(c).Port))
 	}
-	if !slices.Contains(s.ports, port) {
-		s.ports = append(s.ports, port)
-		slices.Sort(s.ports)
+	if !slices.Contains(in.ports, port) {
+		in.ports = append(in.ports, port)
+		slices.Sort(in.ports)
 	}
 
 	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
-		return Nodelocal{Next: next, node: s.node}
+		return Nodelocal{Next: next, node: in}
 	})
 	return nil
 }
@@ -208,9 +153,10 @@ func oneArg(key string, args []string) (string, error) {
 	return args[0], nil
 }
 
-// parseLocalIPs accepts IPv4 and IPv6 addresses, mixed, space or comma
-// separated (node-cache's -localip is a comma list).
-func parseLocalIPs(args []string) ([]netip.Addr, error) {
+// ParseLocalIPs reads the values of `localip`: IPv4 and IPv6 addresses,
+// mixed, space or comma separated (node-cache's -localip is a comma list).
+// Errors quote the bad value.
+func ParseLocalIPs(args []string) ([]netip.Addr, error) {
 	var out []netip.Addr
 	for _, arg := range args {
 		for _, s := range strings.Split(arg, ",") {
@@ -236,6 +182,8 @@ func parseLocalIPs(args []string) ([]netip.Addr, error) {
 	}
 	return out, nil
 }
+
+func parseLocalIPs(args []string) ([]netip.Addr, error) { return ParseLocalIPs(args) }
 
 // checkZones rejects IPv6 link-local local IPs whose zone does not name the
 // plugin's own link: such an address is only meaningful on that link.
@@ -408,32 +356,4 @@ func UpstreamIP(svc string) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("upstreamsvc %q: %s=%q is not an IP address", svc, env, v)
 	}
 	return ip, nil
-}
-
-// differ names the first setting in which a and b differ, with both values.
-func differ(a, b Config) (name, av, bv string) {
-	pairs := []struct{ name, a, b string }{
-		{"localip", fmt.Sprint(a.LocalIPs), fmt.Sprint(b.LocalIPs)},
-		{"interface", orNone(a.Interface), orNone(b.Interface)},
-		{"rules", string(a.Rules) + " " + string(a.Backend), string(b.Rules) + " " + string(b.Backend)},
-		{"upstreamsvc", a.UpstreamSvc, b.UpstreamSvc},
-		{"healthport", strconv.Itoa(a.HealthPort), strconv.Itoa(b.HealthPort)},
-		{"sync", a.Sync.String(), b.Sync.String()},
-		{"teardown", string(a.Teardown), string(b.Teardown)},
-		{"statedir", orNone(a.StateDir), orNone(b.StateDir)},
-		{"rcvbuf", strconv.Itoa(a.RcvBuf), strconv.Itoa(b.RcvBuf)},
-	}
-	for _, p := range pairs {
-		if p.a != p.b {
-			return p.name, strconv.Quote(strings.TrimSpace(p.a)), strconv.Quote(strings.TrimSpace(p.b))
-		}
-	}
-	return "", "", ""
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "none"
-	}
-	return s
 }
