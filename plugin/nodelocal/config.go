@@ -63,13 +63,10 @@ func defaultConfig() Config {
 		HealthPort: DefaultHealthPort,
 		Sync:       DefaultSync,
 		Teardown:   TeardownOn,
-		StateDir:   stateDirDefault,
+		StateDir:   defaultStateDir,
 		RcvBuf:     defaultRcvBuf,
 	}
 }
-
-// stateDirDefault is the default of `statedir`; tests point it elsewhere.
-var stateDirDefault = defaultStateDir
 
 // differ names the first setting in which a and b differ, with both values.
 func differ(a, b Config) (name, av, bv string) {

@@ -34,9 +34,6 @@ type Host interface {
 	RemoveHandoff(rules.Spec) error
 }
 
-// newHost builds the host backend; tests replace it with a fake.
-var newHost = func(cfg Config) (Host, error) { return newSystemHost(cfg) }
-
 // hostSpec is everything the plugin puts on the host.
 type hostSpec struct {
 	link  netif.Spec // Name "" when there is no interface

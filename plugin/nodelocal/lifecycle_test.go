@@ -2,48 +2,84 @@ package nodelocal
 
 import (
 	"errors"
-	"net/netip"
+	"fmt"
 	"slices"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/plugin"
 	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/whoami"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
+// fakeDirective is the directive of these tests: the same setup as
+// `nodelocal`, with an owner whose node is a fakeSystem. Each test gets
+// its own owner from withFakeSystem, as a process gets its own.
+const fakeDirective = "nodelocal_fake"
+
+var fakeNode struct {
+	mu        sync.Mutex
+	o         *owner
+	instances []*instance // every instance set up, failed ones included
+}
+
 func init() {
 	if err := dnsserver.Register(); err != nil {
 		panic(err)
 	}
-	if err := dnsserver.SetDirectives([]string{"bind", pluginName, "whoami"}); err != nil {
+	plugin.Register(fakeDirective, func(c *caddy.Controller) error {
+		fakeNode.mu.Lock()
+		defer fakeNode.mu.Unlock()
+		err := fakeNode.o.setup(c)
+		if in, ok := c.Get(instanceKey{}).(*instance); ok && !slices.Contains(fakeNode.instances, in) {
+			fakeNode.instances = append(fakeNode.instances, in)
+		}
+		return err
+	})
+	if err := dnsserver.SetDirectives([]string{"bind", pluginName, fakeDirective, "whoami"}); err != nil {
 		panic(err)
 	}
 	caddy.Quiet = true
 	dnsserver.Quiet = true
 }
 
-// withFakeHost makes every new node use one in-memory host and resets the
-// process-wide state after the test.
-func withFakeHost(t *testing.T) *fakeHost {
+// withFakeSystem gives the fake directive a new owner on a new fake node.
+func withFakeSystem(t *testing.T) *fakeSystem {
 	t.Helper()
-	f := newFakeHost()
-	old, oldListening, oldDir := newHost, listening, stateDirDefault
-	newHost = func(Config) (Host, error) { return f, nil }
-	listening = func([]netip.Addr, []int) bool { return true }
-	stateDirDefault = t.TempDir()
-	t.Cleanup(func() {
-		newHost, listening, stateDirDefault = old, oldListening, oldDir
-		process.mu.Lock()
-		process.active, process.applied = nil, nil
-		process.mu.Unlock()
-	})
-	return f
+	fs := newFakeSystem()
+	fakeNode.mu.Lock()
+	defer fakeNode.mu.Unlock()
+	fakeNode.o, fakeNode.instances = newOwner(fs), nil
+	return fs
+}
+
+// withFakeHost is withFakeSystem for tests that look at the host only.
+func withFakeHost(t *testing.T) *fakeHost { return withFakeSystem(t).host }
+
+// fakeOwner is the owner withFakeSystem made.
+func fakeOwner() *owner {
+	fakeNode.mu.Lock()
+	defer fakeNode.mu.Unlock()
+	return fakeNode.o
+}
+
+// loopingInstances counts the instances set up so far that have a reconcile loop.
+func loopingInstances() int {
+	fakeNode.mu.Lock()
+	defer fakeNode.mu.Unlock()
+	n := 0
+	for _, in := range fakeNode.instances {
+		if looping(in) {
+			n++
+		}
+	}
+	return n
 }
 
 // start starts an instance and waits until its node is set up.
@@ -96,7 +132,7 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 
 const twoBlocks = `example.org:0 {
 	bind 127.0.0.1
-	nodelocal {
+	nodelocal_fake {
 		localip 169.254.20.10 198.18.0.10
 		sync 1s
 	}
@@ -104,7 +140,7 @@ const twoBlocks = `example.org:0 {
 }
 .:0 {
 	bind 127.0.0.1
-	nodelocal
+	nodelocal_fake
 	whoami
 }
 `
@@ -137,8 +173,8 @@ func TestStartReloadShutdown(t *testing.T) {
 	if got := f.state(); got != wantTwoBlocks {
 		t.Errorf("After reload the node has\n%s\nwant\n%s", got, wantTwoBlocks)
 	}
-	if looping(nodeOf(inst)) || !looping(nodeOf(inst2)) {
-		t.Errorf("After reload the old instance loops %v, the new one %v; want only the new one", looping(nodeOf(inst)), looping(nodeOf(inst2)))
+	if looping(nodeOf(inst)) || !looping(nodeOf(inst2)) || loopingInstances() != 1 {
+		t.Errorf("After reload %d instances loop, the old one %v, the new one %v; want only the new one", loopingInstances(), looping(nodeOf(inst)), looping(nodeOf(inst2)))
 	}
 	if !nodeOf(inst2).Ready() {
 		t.Error("Not ready after reload")
@@ -169,10 +205,8 @@ func TestStartReloadShutdown(t *testing.T) {
 	if nodeOf(inst3).Ready() {
 		t.Error("Still ready after teardown")
 	}
-	for i, in := range []*caddy.Instance{inst, inst2, inst3} {
-		if looping(nodeOf(in)) {
-			t.Errorf("Instance %d still has a reconcile loop after the final shutdown", i+1)
-		}
+	if n := loopingInstances(); n != 0 {
+		t.Errorf("%d reconcile loops left after the final shutdown", n)
 	}
 }
 
@@ -185,7 +219,7 @@ func TestFailedReloadKeepsOldState(t *testing.T) {
 	f.takeOps()
 
 	// 198.18.200.1 is not on this machine: binding it fails after OnStartup.
-	bad := strings.Replace(twoBlocks, "bind 127.0.0.1\n\tnodelocal {\n\t\tlocalip 169.254.20.10 198.18.0.10", "bind 198.18.200.1\n\tnodelocal {\n\t\tlocalip 169.254.20.10 198.18.0.10 198.18.200.1", 1)
+	bad := strings.Replace(twoBlocks, "bind 127.0.0.1\n\tnodelocal_fake {\n\t\tlocalip 169.254.20.10 198.18.0.10", "bind 198.18.200.1\n\tnodelocal_fake {\n\t\tlocalip 169.254.20.10 198.18.0.10 198.18.200.1", 1)
 	if bad == twoBlocks {
 		t.Fatal("Test Corefile not rewritten")
 	}
@@ -199,11 +233,9 @@ func TestFailedReloadKeepsOldState(t *testing.T) {
 		t.Error("Old instance not ready after a failed reload")
 	}
 	// The failed instance's loop notices it was dropped and ends.
-	process.mu.Lock()
-	owned := process.active == nodeOf(inst)
-	process.mu.Unlock()
-	if !owned || !looping(nodeOf(inst)) {
-		t.Errorf("After a failed reload the old instance has the node: %v, loops: %v; want both", owned, looping(nodeOf(inst)))
+	// The failed instance's loop ends with it.
+	if !looping(nodeOf(inst)) || loopingInstances() != 1 {
+		t.Errorf("After a failed reload %d instances loop, the old one %v; want only the old one", loopingInstances(), looping(nodeOf(inst)))
 	}
 	finalShutdown(t, inst)
 	if got := f.state(); got != "" {
@@ -213,8 +245,9 @@ func TestFailedReloadKeepsOldState(t *testing.T) {
 
 // TestFailedStartLeavesNothing: never a half-installed node.
 func TestFailedStartLeavesNothing(t *testing.T) {
-	f := withFakeHost(t)
-	newHost = func(Config) (Host, error) { return nil, errors.New("iptables-nft-restore not found in PATH") }
+	fs := withFakeSystem(t)
+	f := fs.host
+	fs.set(func(s *fakeSystem) { s.hostErr = errors.New("iptables-nft-restore not found in PATH") })
 	_, err := caddy.Start(input(twoBlocks))
 	if err == nil || !strings.Contains(err.Error(), "iptables-nft-restore not found") {
 		t.Fatalf("Start error %v, want the missing binary named", err)
@@ -222,9 +255,10 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 	if got := f.state(); got != "" {
 		t.Errorf("A failed start left %s", got)
 	}
-	process.mu.Lock()
-	defer process.mu.Unlock()
-	if process.active != nil {
+	if n := loopingInstances(); n != 0 {
+		t.Errorf("A failed start left %d reconcile loops", n)
+	}
+	if o := fakeOwner(); o.active != nil {
 		t.Error("A failed start left an instance holding the node")
 	}
 }
@@ -233,9 +267,9 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 // traffic) go in only once the listeners are open; until then the cache is
 // not ready.
 func TestRulesWaitForListeners(t *testing.T) {
-	f := withFakeHost(t)
-	var open atomic.Bool
-	listening = func([]netip.Addr, []int) bool { return open.Load() }
+	fs := withFakeSystem(t)
+	f := fs.host
+	fs.set(func(s *fakeSystem) { s.closed = true })
 	inst, err := caddy.Start(input(twoBlocks))
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +279,7 @@ func TestRulesWaitForListeners(t *testing.T) {
 	if got := f.state(); strings.Contains(got, "rules") || nodeOf(inst).Ready() {
 		t.Errorf("Rules written before the listeners were seen: %s", got)
 	}
-	open.Store(true)
+	fs.set(func(s *fakeSystem) { s.closed = false })
 	waitFor(t, "the rules", time.Second, func() bool { return f.state() == wantTwoBlocks })
 	if !nodeOf(inst).Ready() {
 		t.Error("Not ready once the rules are in")
@@ -294,11 +328,12 @@ func TestTeardownOff(t *testing.T) {
 	}
 }
 
-// TestProcessExitTearsDown: SIGQUIT runs only the process-exit hook.
+// TestProcessExitTearsDown: SIGQUIT runs only the process-exit hook, and
+// SIGINT runs it first, then the shutdown callbacks.
 func TestProcessExitTearsDown(t *testing.T) {
 	f := withFakeHost(t)
 	inst := start(t, twoBlocks)
-	process.processExit()
+	fakeOwner().processExit()
 	if got := f.state(); got != "" {
 		t.Errorf("Process exit left %s", got)
 	}
@@ -313,8 +348,8 @@ func TestProcessExitTearsDown(t *testing.T) {
 func TestStartErrorsNameFileLineAndValue(t *testing.T) {
 	withFakeHost(t)
 	tests := []struct{ corefile, want string }{
-		{".:0 {\n\tbind 127.0.0.1\n\tnodelocal {\n\t\tlocalip 169.254.20.10\n\t\tsync 500ms\n\t}\n}\n", `Corefile:5 - Error during parsing: sync "500ms" is below the minimum of 1s`},
-		{"example.org:0 {\n\tnodelocal {\n\t\tlocalip 169.254.20.10\n\t}\n}\n.:0 {\n\tnodelocal {\n\t\tlocalip 169.254.20.11\n\t}\n}\n",
+		{".:0 {\n\tbind 127.0.0.1\n\tnodelocal_fake {\n\t\tlocalip 169.254.20.10\n\t\tsync 500ms\n\t}\n}\n", `Corefile:5 - Error during parsing: sync "500ms" is below the minimum of 1s`},
+		{"example.org:0 {\n\tnodelocal_fake {\n\t\tlocalip 169.254.20.10\n\t}\n}\n.:0 {\n\tnodelocal_fake {\n\t\tlocalip 169.254.20.11\n\t}\n}\n",
 			`Corefile:7 - Error during parsing: localip "[169.254.20.11]" disagrees with localip "[169.254.20.10]" at Corefile:2`},
 	}
 	for i, tc := range tests {
@@ -374,12 +409,10 @@ func TestDrain(t *testing.T) {
 // rollout), a stopping instance removes nothing; once it is gone, the last
 // one tears down.
 func TestPeerKeepsNode(t *testing.T) {
-	f := withFakeHost(t)
+	fs := withFakeSystem(t)
+	f := fs.host
 	inst := start(t, twoBlocks)
-	peer, err := announce(stateDirDefault)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fs.set(func(s *fakeSystem) { s.peers = 1 })
 	f.takeOps()
 	finalShutdown(t, inst)
 	if ops := f.takeOps(); len(ops) != 0 {
@@ -391,7 +424,7 @@ func TestPeerKeepsNode(t *testing.T) {
 
 	// The peer was killed: its lock is gone with it, and the next
 	// instance to stop is the last one.
-	peer.f.Close()
+	fs.set(func(s *fakeSystem) { s.peers = 0 })
 	inst2 := start(t, twoBlocks)
 	finalShutdown(t, inst2)
 	if got := f.state(); got != "" {
@@ -406,7 +439,7 @@ func TestHandoff(t *testing.T) {
 	t.Setenv("KUBE_DNS_UPSTREAM_SERVICE_HOST", "198.18.0.11")
 	corefile := `.:0 {
 	bind 127.0.0.1
-	nodelocal {
+	nodelocal_fake {
 		localip 169.254.20.10
 		upstreamsvc kube-dns-upstream
 		teardown handoff
@@ -441,5 +474,61 @@ func TestReloadDroppingTheDirective(t *testing.T) {
 	defer inst2.Stop()
 	if got := f.state(); got != "" {
 		t.Errorf("After a reload without nodelocal the node has %s", got)
+	}
+}
+
+// TestTakeoverThroughSeams: once its listeners are open a first start
+// steers new queries to itself, raises the listeners' receive buffers and
+// announces itself in the state directory; it leaves that presence when it
+// stops. With `statedir none` it neither announces nor steers.
+func TestTakeoverThroughSeams(t *testing.T) {
+	fs := withFakeSystem(t)
+	inst := start(t, twoBlocks)
+	fs.get(func(s *fakeSystem) {
+		if len(s.steered) != 1 || fmt.Sprint(s.steered[0]) != "[169.254.20.10 198.18.0.10]" {
+			t.Errorf("Steered %v, want the local IPs once", s.steered)
+		}
+		if !s.rcvBufs[defaultRcvBuf] {
+			t.Errorf("Receive buffers asked for %v, want %d", s.rcvBufs, defaultRcvBuf)
+		}
+		if !slices.Equal(s.announced, []string{defaultStateDir}) || s.present != 1 {
+			t.Errorf("Announced in %q (%d present), want once in %s", s.announced, s.present, defaultStateDir)
+		}
+	})
+	finalShutdown(t, inst)
+	fs.get(func(s *fakeSystem) {
+		if s.present != 0 {
+			t.Errorf("%d presences left after the final shutdown", s.present)
+		}
+	})
+
+	fs = withFakeSystem(t)
+	inst = start(t, strings.Replace(twoBlocks, "sync 1s", "sync 1s\n\t\tstatedir none\n\t\trcvbuf none", 1))
+	defer finalShutdown(t, inst)
+	fs.get(func(s *fakeSystem) {
+		if len(s.steered) != 0 || len(s.announced) != 0 || len(s.rcvBufs) != 0 {
+			t.Errorf("With statedir none and rcvbuf none: steered %v, announced %q, receive buffers %v; want none", s.steered, s.announced, s.rcvBufs)
+		}
+	})
+}
+
+// TestPeerDuringDrain: SIGTERM with another instance on the node (a surge
+// rollout) turns not ready but draws no traffic away: the other instance
+// serves the same IPs, and nothing is removed at the final shutdown either.
+func TestPeerDuringDrain(t *testing.T) {
+	fs := withFakeSystem(t)
+	inst := start(t, twoBlocks)
+	fs.host.takeOps()
+	fs.set(func(s *fakeSystem) { s.peers = 1 })
+	runShutdown(t, inst)
+	if nodeOf(inst).Ready() {
+		t.Error("Ready while stopping")
+	}
+	runFinalShutdown(t, inst)
+	if ops := fs.host.takeOps(); len(ops) != 0 {
+		t.Errorf("Stopping beside a live instance did %q", ops)
+	}
+	if got := fs.host.state(); got != wantTwoBlocks {
+		t.Errorf("After handing over the node has\n%s\nwant\n%s", got, wantTwoBlocks)
 	}
 }

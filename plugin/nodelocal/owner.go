@@ -18,6 +18,8 @@ var log = clog.NewWithPlugin(pluginName)
 // one instance to the next. Its one lock guards its fields and the
 // lifecycle fields of every instance; every transition takes it.
 type owner struct {
+	sys System // every effect on the node goes through it
+
 	mu sync.Mutex
 	// active is the instance whose settings are on the node; nil before
 	// the first start and after teardown.
@@ -25,13 +27,16 @@ type owner struct {
 	// applied is what the last successful ensure put on the node.
 	applied *hostSpec
 	// me is this process's presence among the instances on the node.
-	me *presence
+	me Presence
 	// exitHooked is set once the process-exit hook is registered.
 	exitHooked bool
 }
 
 // process is the owner of the node for this process.
-var process = &owner{}
+var process = newOwner(realSystem{})
+
+// newOwner returns an owner whose effects on the node go through sys.
+func newOwner(sys System) *owner { return &owner{sys: sys} }
 
 // firstStartup runs on the process's first start, before every plugin's
 // OnStartup: the link and addresses go in here, so that the listeners other
@@ -92,7 +97,7 @@ func (o *owner) ensureHost(in *instance) error {
 	if in.host != nil {
 		return nil
 	}
-	h, err := newHost(in.cfg)
+	h, err := o.sys.Host(in.cfg)
 	if err != nil {
 		return fmt.Errorf("%s: %w", pluginName, err)
 	}
@@ -132,9 +137,10 @@ func (o *owner) announce(dir string) {
 	if o.me != nil || dir == "" {
 		return
 	}
-	p, err := announce(dir)
+	p, err := o.sys.Announce(dir)
 	if err != nil {
 		log.Warningf("Cannot see other instances on this node, acting as the only one: %v", err)
+		return
 	}
 	o.me = p
 }
@@ -250,7 +256,7 @@ func (o *owner) peers() int {
 	if o.me == nil {
 		return 0
 	}
-	c, err := o.me.others()
+	c, err := o.me.Others()
 	if err != nil {
 		log.Warningf("Cannot see other instances on this node: %v", err)
 		return 0
@@ -261,7 +267,7 @@ func (o *owner) peers() int {
 // leave ends this process's presence on the node.
 func (o *owner) leave() {
 	if o.me != nil {
-		o.me.leave()
+		o.me.Leave()
 		o.me = nil
 	}
 }

@@ -1,6 +1,7 @@
 package nodelocal
 
 import (
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -63,7 +64,8 @@ func (r *reconciler) run(takeover bool) {
 func (r *reconciler) takeover() bool {
 	hs := r.in.spec()
 	deadline := time.Now().Add(listenWait)
-	for !listening(hs.rules.LocalIPs, hs.rules.DNSPorts) {
+	sys := r.in.o.sys
+	for !sys.Listening(hs.rules.LocalIPs, hs.rules.DNSPorts) {
 		if time.Now().After(deadline) {
 			log.Warningf("Listeners on %v ports %v not seen after %s: writing the rules anyway", hs.rules.LocalIPs, hs.rules.DNSPorts, listenWait)
 			break
@@ -76,13 +78,24 @@ func (r *reconciler) takeover() bool {
 	}
 	if r.in.cfg.StateDir != "" {
 		// Part of the coordination between instances, off with it.
-		steer(hs.rules.LocalIPs, hs.rules.DNSPorts)
+		r.steer(hs.rules.LocalIPs, hs.rules.DNSPorts)
 	}
 	r.ensureRcvBuf()
 	if err := r.in.o.drawTraffic(r.in); err != nil {
 		r.fail(err)
 	}
 	return true
+}
+
+// steer steers new traffic to this process's own sockets on the local IPs
+// and ports (see steer.go); takeover calls it once they are open.
+func (r *reconciler) steer(ips []netip.Addr, ports []int) {
+	n, err := r.in.o.sys.Steer(ips, ports)
+	if err != nil {
+		log.Warningf("Cannot steer new queries to this instance (a surge rollout may lose the queries queued at the old instance when it stops): %v", err)
+		return
+	}
+	log.Infof("New queries on %d UDP/TCP listeners go to this instance from now on, and to the next instance once it listens", n)
 }
 
 // reconcile repairs whatever was removed from under the plugin. Each repair
@@ -129,7 +142,7 @@ func (r *reconciler) ensureRcvBuf() {
 	if cfg.RcvBuf == 0 {
 		return
 	}
-	raised, err := raiseRcvBuf(cfg.LocalIPs, r.in.ports, cfg.RcvBuf)
+	raised, err := r.in.o.sys.RaiseRcvBuf(cfg.LocalIPs, r.in.ports, cfg.RcvBuf)
 	if raised > 0 {
 		log.Infof("Receive buffer of %d UDP listener(s) set to %d bytes", raised, cfg.RcvBuf)
 	}
