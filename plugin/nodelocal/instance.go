@@ -19,7 +19,7 @@ type instance struct {
 	cfg      Config
 	explicit bool   // cfg came from a block with settings, not a bare `nodelocal`
 	pos      string // file:line of the block cfg came from
-	bindErr  error  // why bare blocks found no local IPs in bind, until a block with settings comes
+	bindErr  error  // a bare block's bind that cannot be a local IP, until a block with settings comes
 	ports    []int  // DNS ports of every block that names the directive
 
 	ready atomic.Bool // read by the ready plugin without the lock

@@ -351,9 +351,16 @@ func TestStartErrorsNameFileLineAndValue(t *testing.T) {
 		{".:0 {\n\tbind 127.0.0.1\n\tnodelocal_fake {\n\t\tlocalip 169.254.20.10\n\t\tsync 500ms\n\t}\n}\n", `Corefile:5 - Error during parsing: sync "500ms" is below the minimum of 1s`},
 		{"example.org:0 {\n\tnodelocal_fake {\n\t\tlocalip 169.254.20.10\n\t}\n}\n.:0 {\n\tnodelocal_fake {\n\t\tlocalip 169.254.20.11\n\t}\n}\n",
 			`Corefile:7 - Error during parsing: localip "[169.254.20.11]" disagrees with localip "[169.254.20.10]" at Corefile:2`},
+		// Twice in one block (issue 18 B1): an error at the second, not the second ignored.
+		{".:0 {\n\tnodelocal_fake {\n\t\tlocalip 169.254.20.10\n\t\tsync 3s\n\t}\n\tnodelocal_fake {\n\t\tlocalip 169.254.20.10\n\t\tsync 7s\n\t}\n}\n",
+			`Corefile:6 - Error during parsing: nodelocal_fake given twice in one server block, first at line 2`},
+		{".:0 {\n\tnodelocal_fake\n\tnodelocal_fake\n}\n", `Corefile:3 - Error during parsing: nodelocal_fake given twice in one server block, first at line 2`},
 	}
 	for i, tc := range tests {
-		_, err := caddy.Start(input(tc.corefile))
+		inst, err := caddy.Start(input(tc.corefile))
+		if err == nil {
+			finalShutdown(t, inst)
+		}
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Test %d: error %v, want it to contain %q", i, err, tc.want)
 		}
@@ -530,5 +537,34 @@ func TestPeerDuringDrain(t *testing.T) {
 	}
 	if got := fs.host.state(); got != wantTwoBlocks {
 		t.Errorf("After handing over the node has\n%s\nwant\n%s", got, wantTwoBlocks)
+	}
+}
+
+// TestBareBlocksTakeEveryBind: when every block has a bare directive, the
+// local IPs are the bind addresses of all of them, not only the first's.
+func TestBareBlocksTakeEveryBind(t *testing.T) {
+	withFakeSystem(t)
+	// The listeners cannot bind these addresses here (the node is fake),
+	// so the start fails once the node side is set up.
+	_, err := caddy.Start(input(`example.org:0 {
+	bind 169.254.20.10
+	nodelocal_fake
+}
+.:0 {
+	bind 198.18.0.10 169.254.20.10
+	nodelocal_fake
+}
+`))
+	if err == nil {
+		t.Fatal("Start with listeners on addresses this machine lacks succeeded")
+	}
+	defer fakeOwner().processExit()
+	fakeNode.mu.Lock()
+	defer fakeNode.mu.Unlock()
+	if len(fakeNode.instances) != 1 {
+		t.Fatalf("%d instances set up, want 1", len(fakeNode.instances))
+	}
+	if got := fmt.Sprint(fakeNode.instances[0].cfg.LocalIPs); got != "[169.254.20.10 198.18.0.10]" {
+		t.Errorf("Local IPs %s, want every block's bind: [169.254.20.10 198.18.0.10]", got)
 	}
 }

@@ -60,8 +60,8 @@ func (o *owner) firstStartup(in *instance) error {
 // On a reload the listeners are handed over open, so everything is ensured
 // at once; a failure leaves the node as the running instance has it.
 func (o *owner) startup(in *instance) error {
-	if in.bindErr != nil {
-		return fmt.Errorf("%s: %s: %w", pluginName, in.pos, in.bindErr)
+	if err := in.localIPsErr(); err != nil {
+		return err
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -111,8 +111,8 @@ func (o *owner) setupLink(in *instance) error {
 	if in.linkUp {
 		return nil
 	}
-	if in.bindErr != nil {
-		return fmt.Errorf("%s: %s: %w", pluginName, in.pos, in.bindErr)
+	if err := in.localIPsErr(); err != nil {
+		return err
 	}
 	if err := o.ensureHost(in); err != nil {
 		return err

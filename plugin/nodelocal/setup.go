@@ -27,19 +27,20 @@ func setup(c *caddy.Controller) error { return process.setup(c) }
 // which the first block creates and hooks into the instance's callbacks.
 func (o *owner) setup(c *caddy.Controller) error {
 	c.Next() // the directive name
-	pos := fmt.Sprintf("%s:%d", c.File(), c.Line())
+	line := c.Line()
+	pos := fmt.Sprintf("%s:%d", c.File(), line)
 	cfg, explicit, err := parse(c)
 	if err != nil {
 		return plugin.Error(pluginName, err)
+	}
+	if c.Next() {
+		return plugin.Error(pluginName, c.Errf("%s given twice in one server block, first at line %d: give it once", c.Val(), line))
 	}
 
 	in, _ := c.Get(instanceKey{}).(*instance)
 	switch {
 	case in == nil:
 		in = &instance{o: o, cfg: cfg, explicit: explicit, pos: pos}
-		if !explicit {
-			in.cfg.LocalIPs, in.bindErr = localIPsFromBind(c)
-		}
 		c.Set(instanceKey{}, in)
 		o.register(c, in)
 	case explicit && in.explicit:
@@ -49,6 +50,9 @@ func (o *owner) setup(c *caddy.Controller) error {
 	case explicit:
 		// A block with settings wins over bare `nodelocal` lines that came first.
 		in.cfg, in.explicit, in.pos, in.bindErr = cfg, true, pos, nil
+	}
+	if !in.explicit {
+		in.addBindIPs(c, pos)
 	}
 
 	port, err := strconv.Atoi(dnsserver.GetConfig(c).Port)
@@ -66,10 +70,11 @@ func (o *owner) setup(c *caddy.Controller) error {
 	return nil
 }
 
-// localIPsFromBind takes the local IPs from the block's bind addresses, as
-// node-cache holds the addresses it binds. It is used when every server
-// block has a bare `nodelocal`.
-func localIPsFromBind(c *caddy.Controller) ([]netip.Addr, error) {
+// addBindIPs adds the block's bind addresses to the local IPs, as
+// node-cache holds the addresses it binds; used while every server block
+// has a bare `nodelocal`, so the local IPs are the union of their binds.
+// A bind that cannot be a local IP fails the start, naming its block.
+func (in *instance) addBindIPs(c *caddy.Controller, pos string) {
 	var hosts []string
 	for _, h := range dnsserver.GetConfig(c).ListenHosts {
 		if h != "" {
@@ -77,13 +82,32 @@ func localIPsFromBind(c *caddy.Controller) ([]netip.Addr, error) {
 		}
 	}
 	if len(hosts) == 0 {
-		return nil, fmt.Errorf("no local IP: name them with localip, or bind them in the server block")
+		return
 	}
 	ips, err := parseLocalIPs(hosts)
 	if err != nil {
-		return nil, fmt.Errorf("local IPs taken from bind: %w", err)
+		if in.bindErr == nil {
+			in.bindErr = fmt.Errorf("%s: local IPs taken from bind: %w", pos, err)
+		}
+		return
 	}
-	return ips, nil
+	for _, ip := range ips {
+		if !slices.Contains(in.cfg.LocalIPs, ip) {
+			in.cfg.LocalIPs = append(in.cfg.LocalIPs, ip)
+		}
+	}
+}
+
+// localIPsErr says why the instance has no usable local IPs: a bind that
+// is not one, or bare blocks without any bind.
+func (in *instance) localIPsErr() error {
+	switch {
+	case in.bindErr != nil:
+		return fmt.Errorf("%s: %w", pluginName, in.bindErr)
+	case len(in.cfg.LocalIPs) == 0:
+		return fmt.Errorf("%s: %s: no local IP: name them with localip, or bind them in the server block", pluginName, in.pos)
+	}
+	return nil
 }
 
 // parse reads the rest of one `nodelocal` directive. explicit is false for a

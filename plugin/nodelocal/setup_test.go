@@ -1,6 +1,7 @@
 package nodelocal
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -177,16 +178,32 @@ func TestUpstreamIP(t *testing.T) {
 }
 
 // TestLocalIPFromBind: when every block has a bare `nodelocal`, the local
-// IPs are the bind addresses, as node-cache holds the addresses it binds.
+// IPs are the bind addresses of all of them, as node-cache holds the
+// addresses it binds.
 func TestLocalIPFromBind(t *testing.T) {
+	in := &instance{pos: "Corefile:2"}
 	c := caddy.NewTestController("dns", "nodelocal")
 	dnsserver.GetConfig(c).ListenHosts = []string{"169.254.20.10", "198.18.0.10"}
-	ips, err := localIPsFromBind(c)
-	if err != nil || len(ips) != 2 || ips[1] != netip.MustParseAddr("198.18.0.10") {
-		t.Errorf("Expected the bind addresses as local IPs, got %v, %v", ips, err)
+	in.addBindIPs(c, "Corefile:2")
+	c = caddy.NewTestController("dns", "nodelocal")
+	dnsserver.GetConfig(c).ListenHosts = []string{"198.18.0.10", "2001:2::a"}
+	in.addBindIPs(c, "Corefile:7")
+	if err := in.localIPsErr(); err != nil || fmt.Sprint(in.cfg.LocalIPs) != "[169.254.20.10 198.18.0.10 2001:2::a]" {
+		t.Errorf("Expected the union of the bind addresses as local IPs, got %v, %v", in.cfg.LocalIPs, err)
 	}
+
+	c = caddy.NewTestController("dns", "nodelocal")
+	dnsserver.GetConfig(c).ListenHosts = []string{"0.0.0.0"}
+	in.addBindIPs(c, "Corefile:12")
+	if err := in.localIPsErr(); err == nil || !strings.Contains(err.Error(), `Corefile:12: local IPs taken from bind: localip "0.0.0.0" cannot be held`) {
+		t.Errorf("Expected an error naming the block and the bind address, got %v", err)
+	}
+
+	in = &instance{pos: "Corefile:2"}
+	c = caddy.NewTestController("dns", "nodelocal")
 	dnsserver.GetConfig(c).ListenHosts = []string{""}
-	if _, err := localIPsFromBind(c); err == nil || !strings.Contains(err.Error(), "no local IP") {
+	in.addBindIPs(c, "Corefile:2")
+	if err := in.localIPsErr(); err == nil || !strings.Contains(err.Error(), "Corefile:2: no local IP") {
 		t.Errorf("Expected an error without bind, got %v", err)
 	}
 }
