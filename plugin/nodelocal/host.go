@@ -14,8 +14,9 @@ import (
 // Host is the node-side work of the plugin. Every method is idempotent.
 //
 // The Ensure methods bring the node to the wanted state and return one line
-// for each thing they had to change, starting with what changed ("link ...",
-// "address ...", "rule ...", "jump ..."); an empty list means everything was
+// for each thing they had to change, starting with what changed: "link",
+// "address", "chain", "jump" or "table" (the label of the repairs metric;
+// any other word counts as "other"). An empty list means everything was
 // already in place. The Remove methods take away only what the plugin owns.
 type Host interface {
 	// EnsureLink makes the link exist and be up, holding every address.

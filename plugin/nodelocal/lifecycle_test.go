@@ -568,3 +568,23 @@ func TestBareBlocksTakeEveryBind(t *testing.T) {
 		t.Errorf("Local IPs %s, want every block's bind: [169.254.20.10 198.18.0.10]", got)
 	}
 }
+
+// TestRepairKinds: the repairs metric's label takes the documented values
+// for what the link and rules backends report, and nothing else.
+func TestRepairKinds(t *testing.T) {
+	tests := []struct{ change, want string }{
+		{"link nodelocaldns created (bridge)", "link"},
+		{"link nodelocaldns set up", "link"},
+		{"address 169.254.20.10/32 added to nodelocaldns", "address"},
+		{"chain NODELOCALDNS-OUTPUT rewritten in iptables-nft raw (8 rules missing, 8 unexpected)", "chain"},
+		{"jump OUTPUT -> NODELOCALDNS-OUTPUT added in iptables-nft raw", "jump"},
+		{"table inet nodelocaldns created (4 chains)", "table"},
+		{"rule set iptables/auto written", "other"},
+		{"", "other"},
+	}
+	for _, tc := range tests {
+		if got := repairKind(tc.change); got != tc.want {
+			t.Errorf("Repair %q counted as %q, want %q", tc.change, got, tc.want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package nodelocal
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -126,10 +127,17 @@ func (r *reconciler) fail(err error) {
 	}
 }
 
+// repairKinds are the values of the repairs metric's `what` label.
+var repairKinds = []string{"link", "address", "chain", "jump", "table"}
+
 // repairKind is the `what` label of a repair: the first word of the change
-// line a Host method returned.
+// line a Host method returned, or "other", so the label keeps the few
+// documented values whatever a backend writes.
 func repairKind(change string) string {
 	what, _, _ := strings.Cut(change, " ")
+	if !slices.Contains(repairKinds, what) {
+		return "other"
+	}
 	return what
 }
 
