@@ -23,8 +23,9 @@ type instanceKey struct{}
 
 func setup(c *caddy.Controller) error { return process.setup(c) }
 
-// setup parses one server block's directive into the instance's node state,
-// which the first block creates and hooks into the instance's callbacks.
+// setup parses one server block's directive and joins it to the
+// instance's node state, which the first block creates and hooks into the
+// instance's callbacks.
 func (o *owner) setup(c *caddy.Controller) error {
 	c.Next() // the directive name
 	line := c.Line()
@@ -36,28 +37,21 @@ func (o *owner) setup(c *caddy.Controller) error {
 	if c.Next() {
 		return plugin.Error(pluginName, c.Errf("%s given twice in one server block, first at line %d: give it once", c.Val(), line))
 	}
-
-	in, _ := c.Get(instanceKey{}).(*instance)
-	switch {
-	case in == nil:
-		in = &instance{o: o, cfg: cfg, explicit: explicit, pos: pos}
-		c.Set(instanceKey{}, in)
-		o.register(c, in)
-	case explicit && in.explicit:
-		if name, a, b := differ(in.cfg, cfg); name != "" {
-			return plugin.Error(pluginName, fmt.Errorf("%s - Error during parsing: %s %s disagrees with %s %s at %s: every server block must use the same settings", pos, name, b, name, a, in.pos))
-		}
-	case explicit:
-		// A block with settings wins over bare `nodelocal` lines that came first.
-		in.cfg, in.explicit, in.pos, in.bindErr = cfg, true, pos, nil
-	}
-	if !in.explicit {
-		in.addBindIPs(c, pos)
-	}
-
 	port, err := strconv.Atoi(dnsserver.GetConfig(c).Port)
 	if err != nil {
 		return plugin.Error(pluginName, c.Errf("server block port %q is not a number", dnsserver.GetConfig(c).Port))
+	}
+
+	in, _ := c.Get(instanceKey{}).(*instance)
+	if in == nil {
+		in = &instance{o: o, cfg: cfg, explicit: explicit, pos: pos}
+		c.Set(instanceKey{}, in)
+		o.register(c, in)
+	} else if err := in.join(cfg, explicit, pos); err != nil {
+		return plugin.Error(pluginName, err)
+	}
+	if !in.explicit {
+		in.addBindIPs(c, pos)
 	}
 	if !slices.Contains(in.ports, port) {
 		in.ports = append(in.ports, port)
@@ -67,6 +61,20 @@ func (o *owner) setup(c *caddy.Controller) error {
 	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
 		return Nodelocal{Next: next, node: in}
 	})
+	return nil
+}
+
+// join adds another server block's directive, given at pos: settings must
+// agree with those of the other blocks, and win over bare directives.
+func (in *instance) join(cfg Config, explicit bool, pos string) error {
+	switch {
+	case explicit && in.explicit:
+		if name, a, b := differ(in.cfg, cfg); name != "" {
+			return fmt.Errorf("%s - Error during parsing: %s %s disagrees with %s %s at %s: every server block must use the same settings", pos, name, b, name, a, in.pos)
+		}
+	case explicit:
+		in.cfg, in.explicit, in.pos, in.bindErr = cfg, true, pos, nil
+	}
 	return nil
 }
 
