@@ -152,3 +152,88 @@ func (f *fakeHost) tamper(fn func(links map[string]*fakeLink, rules map[string]s
 	defer f.mu.Unlock()
 	fn(f.links, f.rules)
 }
+
+// fakeSystem is a node in memory: one fakeHost for every instance, this
+// process's listeners open or not, steering and receive buffers recorded,
+// and the other instances on the node as a count.
+type fakeSystem struct {
+	host *fakeHost
+
+	mu        sync.Mutex
+	hostErr   error // Host fails with it when set
+	closed    bool  // the listeners are not open yet
+	steered   [][]netip.Addr
+	rcvBufs   map[int]bool // sizes asked for
+	peers     int          // other live instances on the node
+	announced []string     // state directories announced in, in order
+	present   int          // presences not yet left
+}
+
+func newFakeSystem() *fakeSystem {
+	return &fakeSystem{host: newFakeHost(), rcvBufs: map[int]bool{}}
+}
+
+func (s *fakeSystem) Host(Config) (Host, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hostErr != nil {
+		return nil, s.hostErr
+	}
+	return s.host, nil
+}
+
+func (s *fakeSystem) Listening([]netip.Addr, []int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.closed
+}
+
+func (s *fakeSystem) Steer(ips []netip.Addr, _ []int) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.steered = append(s.steered, ips)
+	return 1, nil
+}
+
+func (s *fakeSystem) RaiseRcvBuf(_ []netip.Addr, _ []int, size int) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rcvBufs[size] = true
+	return 0, nil
+}
+
+func (s *fakeSystem) Announce(dir string) (Presence, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.announced = append(s.announced, dir)
+	s.present++
+	return fakePresence{s}, nil
+}
+
+// set changes the fake under its lock.
+func (s *fakeSystem) set(fn func(s *fakeSystem)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(s)
+}
+
+// get reads the fake under its lock.
+func (s *fakeSystem) get(fn func(s *fakeSystem)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(s)
+}
+
+type fakePresence struct{ s *fakeSystem }
+
+func (p fakePresence) Others() (int, error) {
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	return p.s.peers, nil
+}
+
+func (p fakePresence) Leave() {
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	p.s.present--
+}

@@ -1,9 +1,10 @@
 package nodelocal
 
 import (
+	"net/netip"
+
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/netif"
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
-	"net/netip"
 )
 
 // systemHost is the real Host: netlink for the link, iptables-restore for

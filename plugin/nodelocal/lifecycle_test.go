@@ -2,48 +2,84 @@ package nodelocal
 
 import (
 	"errors"
-	"net/netip"
+	"fmt"
 	"slices"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/plugin"
 	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/whoami"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
+// fakeDirective is the directive of these tests: the same setup as
+// `nodelocal`, with an owner whose node is a fakeSystem. Each test gets
+// its own owner from withFakeSystem, as a process gets its own.
+const fakeDirective = "nodelocal_fake"
+
+var fakeNode struct {
+	mu        sync.Mutex
+	o         *owner
+	instances []*instance // every instance set up, failed ones included
+}
+
 func init() {
 	if err := dnsserver.Register(); err != nil {
 		panic(err)
 	}
-	if err := dnsserver.SetDirectives([]string{"bind", pluginName, "whoami"}); err != nil {
+	plugin.Register(fakeDirective, func(c *caddy.Controller) error {
+		fakeNode.mu.Lock()
+		defer fakeNode.mu.Unlock()
+		err := fakeNode.o.setup(c)
+		if in, ok := c.Get(instanceKey{}).(*instance); ok && !slices.Contains(fakeNode.instances, in) {
+			fakeNode.instances = append(fakeNode.instances, in)
+		}
+		return err
+	})
+	if err := dnsserver.SetDirectives([]string{"bind", pluginName, fakeDirective, "whoami"}); err != nil {
 		panic(err)
 	}
 	caddy.Quiet = true
 	dnsserver.Quiet = true
 }
 
-// withFakeHost makes every new node use one in-memory host and resets the
-// process-wide state after the test.
-func withFakeHost(t *testing.T) *fakeHost {
+// withFakeSystem gives the fake directive a new owner on a new fake node.
+func withFakeSystem(t *testing.T) *fakeSystem {
 	t.Helper()
-	f := newFakeHost()
-	old, oldListening, oldDir := newHost, listening, stateDirDefault
-	newHost = func(Config) (Host, error) { return f, nil }
-	listening = func([]netip.Addr, []int) bool { return true }
-	stateDirDefault = t.TempDir()
-	t.Cleanup(func() {
-		newHost, listening, stateDirDefault = old, oldListening, oldDir
-		procMu.Lock()
-		active, applied = nil, nil
-		procMu.Unlock()
-	})
-	return f
+	fs := newFakeSystem()
+	fakeNode.mu.Lock()
+	defer fakeNode.mu.Unlock()
+	fakeNode.o, fakeNode.instances = newOwner(fs), nil
+	return fs
+}
+
+// withFakeHost is withFakeSystem for tests that look at the host only.
+func withFakeHost(t *testing.T) *fakeHost { return withFakeSystem(t).host }
+
+// fakeOwner is the owner withFakeSystem made.
+func fakeOwner() *owner {
+	fakeNode.mu.Lock()
+	defer fakeNode.mu.Unlock()
+	return fakeNode.o
+}
+
+// loopingInstances counts the instances set up so far that have a reconcile loop.
+func loopingInstances() int {
+	fakeNode.mu.Lock()
+	defer fakeNode.mu.Unlock()
+	n := 0
+	for _, in := range fakeNode.instances {
+		if looping(in) {
+			n++
+		}
+	}
+	return n
 }
 
 // start starts an instance and waits until its node is set up.
@@ -70,10 +106,17 @@ func finalShutdown(t *testing.T, inst *caddy.Instance) {
 	inst.Stop()
 }
 
-func nodeOf(inst *caddy.Instance) *node {
+func nodeOf(inst *caddy.Instance) *instance {
 	inst.StorageMu.RLock()
 	defer inst.StorageMu.RUnlock()
-	return inst.Storage[sharedKey{}].(*shared).node
+	return inst.Storage[instanceKey{}].(*instance)
+}
+
+// looping reports whether the instance has a reconcile loop.
+func looping(in *instance) bool {
+	in.o.mu.Lock()
+	defer in.o.mu.Unlock()
+	return in.loop != nil
 }
 
 func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
@@ -89,7 +132,7 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 
 const twoBlocks = `example.org:0 {
 	bind 127.0.0.1
-	nodelocal {
+	nodelocal_fake {
 		localip 169.254.20.10 198.18.0.10
 		sync 1s
 	}
@@ -97,7 +140,7 @@ const twoBlocks = `example.org:0 {
 }
 .:0 {
 	bind 127.0.0.1
-	nodelocal
+	nodelocal_fake
 	whoami
 }
 `
@@ -130,8 +173,8 @@ func TestStartReloadShutdown(t *testing.T) {
 	if got := f.state(); got != wantTwoBlocks {
 		t.Errorf("After reload the node has\n%s\nwant\n%s", got, wantTwoBlocks)
 	}
-	if n := loops.Load(); n != 1 {
-		t.Errorf("%d reconcile loops run after reload, want 1", n)
+	if looping(nodeOf(inst)) || !looping(nodeOf(inst2)) || loopingInstances() != 1 {
+		t.Errorf("After reload %d instances loop, the old one %v, the new one %v; want only the new one", loopingInstances(), looping(nodeOf(inst)), looping(nodeOf(inst2)))
 	}
 	if !nodeOf(inst2).Ready() {
 		t.Error("Not ready after reload")
@@ -162,7 +205,9 @@ func TestStartReloadShutdown(t *testing.T) {
 	if nodeOf(inst3).Ready() {
 		t.Error("Still ready after teardown")
 	}
-	waitFor(t, "the reconcile loop to stop", time.Second, func() bool { return loops.Load() == 0 })
+	if n := loopingInstances(); n != 0 {
+		t.Errorf("%d reconcile loops left after the final shutdown", n)
+	}
 }
 
 // TestFailedReloadKeepsOldState: the new instance's startup ran (and changed
@@ -174,7 +219,7 @@ func TestFailedReloadKeepsOldState(t *testing.T) {
 	f.takeOps()
 
 	// 198.18.200.1 is not on this machine: binding it fails after OnStartup.
-	bad := strings.Replace(twoBlocks, "bind 127.0.0.1\n\tnodelocal {\n\t\tlocalip 169.254.20.10 198.18.0.10", "bind 198.18.200.1\n\tnodelocal {\n\t\tlocalip 169.254.20.10 198.18.0.10 198.18.200.1", 1)
+	bad := strings.Replace(twoBlocks, "bind 127.0.0.1\n\tnodelocal_fake {\n\t\tlocalip 169.254.20.10 198.18.0.10", "bind 198.18.200.1\n\tnodelocal_fake {\n\t\tlocalip 169.254.20.10 198.18.0.10 198.18.200.1", 1)
 	if bad == twoBlocks {
 		t.Fatal("Test Corefile not rewritten")
 	}
@@ -188,7 +233,10 @@ func TestFailedReloadKeepsOldState(t *testing.T) {
 		t.Error("Old instance not ready after a failed reload")
 	}
 	// The failed instance's loop notices it was dropped and ends.
-	waitFor(t, "one reconcile loop", 3*time.Second, func() bool { return loops.Load() == 1 })
+	// The failed instance's loop ends with it.
+	if !looping(nodeOf(inst)) || loopingInstances() != 1 {
+		t.Errorf("After a failed reload %d instances loop, the old one %v; want only the old one", loopingInstances(), looping(nodeOf(inst)))
+	}
 	finalShutdown(t, inst)
 	if got := f.state(); got != "" {
 		t.Errorf("Final shutdown left %s", got)
@@ -197,8 +245,9 @@ func TestFailedReloadKeepsOldState(t *testing.T) {
 
 // TestFailedStartLeavesNothing: never a half-installed node.
 func TestFailedStartLeavesNothing(t *testing.T) {
-	f := withFakeHost(t)
-	newHost = func(Config) (Host, error) { return nil, errors.New("iptables-nft-restore not found in PATH") }
+	fs := withFakeSystem(t)
+	f := fs.host
+	fs.set(func(s *fakeSystem) { s.hostErr = errors.New("iptables-nft-restore not found in PATH") })
 	_, err := caddy.Start(input(twoBlocks))
 	if err == nil || !strings.Contains(err.Error(), "iptables-nft-restore not found") {
 		t.Fatalf("Start error %v, want the missing binary named", err)
@@ -206,16 +255,21 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 	if got := f.state(); got != "" {
 		t.Errorf("A failed start left %s", got)
 	}
-	waitFor(t, "no reconcile loop", time.Second, func() bool { return loops.Load() == 0 })
+	if n := loopingInstances(); n != 0 {
+		t.Errorf("A failed start left %d reconcile loops", n)
+	}
+	if o := fakeOwner(); o.active != nil {
+		t.Error("A failed start left an instance holding the node")
+	}
 }
 
 // TestRulesWaitForListeners: on a first start the rules (which draw the
 // traffic) go in only once the listeners are open; until then the cache is
 // not ready.
 func TestRulesWaitForListeners(t *testing.T) {
-	f := withFakeHost(t)
-	var open atomic.Bool
-	listening = func([]netip.Addr, []int) bool { return open.Load() }
+	fs := withFakeSystem(t)
+	f := fs.host
+	fs.set(func(s *fakeSystem) { s.closed = true })
 	inst, err := caddy.Start(input(twoBlocks))
 	if err != nil {
 		t.Fatal(err)
@@ -225,7 +279,7 @@ func TestRulesWaitForListeners(t *testing.T) {
 	if got := f.state(); strings.Contains(got, "rules") || nodeOf(inst).Ready() {
 		t.Errorf("Rules written before the listeners were seen: %s", got)
 	}
-	open.Store(true)
+	fs.set(func(s *fakeSystem) { s.closed = false })
 	waitFor(t, "the rules", time.Second, func() bool { return f.state() == wantTwoBlocks })
 	if !nodeOf(inst).Ready() {
 		t.Error("Not ready once the rules are in")
@@ -274,11 +328,12 @@ func TestTeardownOff(t *testing.T) {
 	}
 }
 
-// TestProcessExitTearsDown: SIGQUIT runs only the process-exit hook.
+// TestProcessExitTearsDown: SIGQUIT runs only the process-exit hook, and
+// SIGINT runs it first, then the shutdown callbacks.
 func TestProcessExitTearsDown(t *testing.T) {
 	f := withFakeHost(t)
 	inst := start(t, twoBlocks)
-	processExit()
+	fakeOwner().processExit()
 	if got := f.state(); got != "" {
 		t.Errorf("Process exit left %s", got)
 	}
@@ -293,12 +348,19 @@ func TestProcessExitTearsDown(t *testing.T) {
 func TestStartErrorsNameFileLineAndValue(t *testing.T) {
 	withFakeHost(t)
 	tests := []struct{ corefile, want string }{
-		{".:0 {\n\tbind 127.0.0.1\n\tnodelocal {\n\t\tlocalip 169.254.20.10\n\t\tsync 500ms\n\t}\n}\n", `Corefile:5 - Error during parsing: sync "500ms" is below the minimum of 1s`},
-		{"example.org:0 {\n\tnodelocal {\n\t\tlocalip 169.254.20.10\n\t}\n}\n.:0 {\n\tnodelocal {\n\t\tlocalip 169.254.20.11\n\t}\n}\n",
+		{".:0 {\n\tbind 127.0.0.1\n\tnodelocal_fake {\n\t\tlocalip 169.254.20.10\n\t\tsync 500ms\n\t}\n}\n", `Corefile:5 - Error during parsing: sync "500ms" is below the minimum of 1s`},
+		{"example.org:0 {\n\tnodelocal_fake {\n\t\tlocalip 169.254.20.10\n\t}\n}\n.:0 {\n\tnodelocal_fake {\n\t\tlocalip 169.254.20.11\n\t}\n}\n",
 			`Corefile:7 - Error during parsing: localip "[169.254.20.11]" disagrees with localip "[169.254.20.10]" at Corefile:2`},
+		// Twice in one block (issue 18 B1): an error at the second, not the second ignored.
+		{".:0 {\n\tnodelocal_fake {\n\t\tlocalip 169.254.20.10\n\t\tsync 3s\n\t}\n\tnodelocal_fake {\n\t\tlocalip 169.254.20.10\n\t\tsync 7s\n\t}\n}\n",
+			`Corefile:6 - Error during parsing: nodelocal_fake given twice in one server block, first at line 2`},
+		{".:0 {\n\tnodelocal_fake\n\tnodelocal_fake\n}\n", `Corefile:3 - Error during parsing: nodelocal_fake given twice in one server block, first at line 2`},
 	}
 	for i, tc := range tests {
-		_, err := caddy.Start(input(tc.corefile))
+		inst, err := caddy.Start(input(tc.corefile))
+		if err == nil {
+			finalShutdown(t, inst)
+		}
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Test %d: error %v, want it to contain %q", i, err, tc.want)
 		}
@@ -354,12 +416,10 @@ func TestDrain(t *testing.T) {
 // rollout), a stopping instance removes nothing; once it is gone, the last
 // one tears down.
 func TestPeerKeepsNode(t *testing.T) {
-	f := withFakeHost(t)
+	fs := withFakeSystem(t)
+	f := fs.host
 	inst := start(t, twoBlocks)
-	peer, err := announce(stateDirDefault)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fs.set(func(s *fakeSystem) { s.peers = 1 })
 	f.takeOps()
 	finalShutdown(t, inst)
 	if ops := f.takeOps(); len(ops) != 0 {
@@ -371,7 +431,7 @@ func TestPeerKeepsNode(t *testing.T) {
 
 	// The peer was killed: its lock is gone with it, and the next
 	// instance to stop is the last one.
-	peer.f.Close()
+	fs.set(func(s *fakeSystem) { s.peers = 0 })
 	inst2 := start(t, twoBlocks)
 	finalShutdown(t, inst2)
 	if got := f.state(); got != "" {
@@ -386,7 +446,7 @@ func TestHandoff(t *testing.T) {
 	t.Setenv("KUBE_DNS_UPSTREAM_SERVICE_HOST", "198.18.0.11")
 	corefile := `.:0 {
 	bind 127.0.0.1
-	nodelocal {
+	nodelocal_fake {
 		localip 169.254.20.10
 		upstreamsvc kube-dns-upstream
 		teardown handoff
@@ -421,5 +481,110 @@ func TestReloadDroppingTheDirective(t *testing.T) {
 	defer inst2.Stop()
 	if got := f.state(); got != "" {
 		t.Errorf("After a reload without nodelocal the node has %s", got)
+	}
+}
+
+// TestTakeoverThroughSeams: once its listeners are open a first start
+// steers new queries to itself, raises the listeners' receive buffers and
+// announces itself in the state directory; it leaves that presence when it
+// stops. With `statedir none` it neither announces nor steers.
+func TestTakeoverThroughSeams(t *testing.T) {
+	fs := withFakeSystem(t)
+	inst := start(t, twoBlocks)
+	fs.get(func(s *fakeSystem) {
+		if len(s.steered) != 1 || fmt.Sprint(s.steered[0]) != "[169.254.20.10 198.18.0.10]" {
+			t.Errorf("Steered %v, want the local IPs once", s.steered)
+		}
+		if !s.rcvBufs[defaultRcvBuf] {
+			t.Errorf("Receive buffers asked for %v, want %d", s.rcvBufs, defaultRcvBuf)
+		}
+		if !slices.Equal(s.announced, []string{defaultStateDir}) || s.present != 1 {
+			t.Errorf("Announced in %q (%d present), want once in %s", s.announced, s.present, defaultStateDir)
+		}
+	})
+	finalShutdown(t, inst)
+	fs.get(func(s *fakeSystem) {
+		if s.present != 0 {
+			t.Errorf("%d presences left after the final shutdown", s.present)
+		}
+	})
+
+	fs = withFakeSystem(t)
+	inst = start(t, strings.Replace(twoBlocks, "sync 1s", "sync 1s\n\t\tstatedir none\n\t\trcvbuf none", 1))
+	defer finalShutdown(t, inst)
+	fs.get(func(s *fakeSystem) {
+		if len(s.steered) != 0 || len(s.announced) != 0 || len(s.rcvBufs) != 0 {
+			t.Errorf("With statedir none and rcvbuf none: steered %v, announced %q, receive buffers %v; want none", s.steered, s.announced, s.rcvBufs)
+		}
+	})
+}
+
+// TestPeerDuringDrain: SIGTERM with another instance on the node (a surge
+// rollout) turns not ready but draws no traffic away: the other instance
+// serves the same IPs, and nothing is removed at the final shutdown either.
+func TestPeerDuringDrain(t *testing.T) {
+	fs := withFakeSystem(t)
+	inst := start(t, twoBlocks)
+	fs.host.takeOps()
+	fs.set(func(s *fakeSystem) { s.peers = 1 })
+	runShutdown(t, inst)
+	if nodeOf(inst).Ready() {
+		t.Error("Ready while stopping")
+	}
+	runFinalShutdown(t, inst)
+	if ops := fs.host.takeOps(); len(ops) != 0 {
+		t.Errorf("Stopping beside a live instance did %q", ops)
+	}
+	if got := fs.host.state(); got != wantTwoBlocks {
+		t.Errorf("After handing over the node has\n%s\nwant\n%s", got, wantTwoBlocks)
+	}
+}
+
+// TestBareBlocksTakeEveryBind: when every block has a bare directive, the
+// local IPs are the bind addresses of all of them, not only the first's.
+func TestBareBlocksTakeEveryBind(t *testing.T) {
+	withFakeSystem(t)
+	// The listeners cannot bind these addresses here (the node is fake),
+	// so the start fails once the node side is set up.
+	_, err := caddy.Start(input(`example.org:0 {
+	bind 169.254.20.10
+	nodelocal_fake
+}
+.:0 {
+	bind 198.18.0.10 169.254.20.10
+	nodelocal_fake
+}
+`))
+	if err == nil {
+		t.Fatal("Start with listeners on addresses this machine lacks succeeded")
+	}
+	defer fakeOwner().processExit()
+	fakeNode.mu.Lock()
+	defer fakeNode.mu.Unlock()
+	if len(fakeNode.instances) != 1 {
+		t.Fatalf("%d instances set up, want 1", len(fakeNode.instances))
+	}
+	if got := fmt.Sprint(fakeNode.instances[0].cfg.LocalIPs); got != "[169.254.20.10 198.18.0.10]" {
+		t.Errorf("Local IPs %s, want every block's bind: [169.254.20.10 198.18.0.10]", got)
+	}
+}
+
+// TestRepairKinds: the repairs metric's label takes the documented values
+// for what the link and rules backends report, and nothing else.
+func TestRepairKinds(t *testing.T) {
+	tests := []struct{ change, want string }{
+		{"link nodelocaldns created (bridge)", "link"},
+		{"link nodelocaldns set up", "link"},
+		{"address 169.254.20.10/32 added to nodelocaldns", "address"},
+		{"chain NODELOCALDNS-OUTPUT rewritten in iptables-nft raw (8 rules missing, 8 unexpected)", "chain"},
+		{"jump OUTPUT -> NODELOCALDNS-OUTPUT added in iptables-nft raw", "jump"},
+		{"table inet nodelocaldns created (4 chains)", "table"},
+		{"rule set iptables/auto written", "other"},
+		{"", "other"},
+	}
+	for _, tc := range tests {
+		if got := repairKind(tc.change); got != tc.want {
+			t.Errorf("Repair %q counted as %q, want %q", tc.change, got, tc.want)
+		}
 	}
 }

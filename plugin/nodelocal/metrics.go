@@ -1,7 +1,12 @@
 package nodelocal
 
 import (
+	"errors"
+
 	"github.com/coredns/coredns/plugin"
+
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/netif"
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -46,3 +51,22 @@ func init() {
 		setupErrors.WithLabelValues(t)
 	}
 }
+
+// countSetupError counts err in node-cache's setup-errors metric: a held
+// xtables lock and a failure to read the link have labels of their own,
+// anything else counts as fallback.
+func countSetupError(err error, fallback string) {
+	switch {
+	case errors.Is(err, rules.ErrLocked):
+		setupErrors.WithLabelValues(errIptablesLock).Inc()
+	case errors.Is(err, netif.ErrCheck):
+		setupErrors.WithLabelValues(errInterfaceCheck).Inc()
+	default:
+		setupErrors.WithLabelValues(fallback).Inc()
+	}
+}
+
+// CountConfigMapError counts a rejected kube-dns ConfigMap or Corefile
+// template in coredns_nodecache_setup_errors_total{errortype="configmap"},
+// node-cache's metric for it.
+func CountConfigMapError() { setupErrors.WithLabelValues(errConfigmap).Inc() }

@@ -14,7 +14,10 @@ import (
 	"github.com/miekg/dns"
 )
 
-const pluginName = "nodelocal"
+// Name is the directive's and the plugin's name.
+const Name = "nodelocal"
+
+const pluginName = Name
 
 func init() { plugin.Register(pluginName, setup) }
 
@@ -22,7 +25,7 @@ func init() { plugin.Register(pluginName, setup) }
 // directive gets one; they share a single node state per CoreDNS instance.
 type Nodelocal struct {
 	Next plugin.Handler
-	node *node
+	node *instance
 }
 
 // ServeDNS passes every query on: the plugin's work is on the node, not on

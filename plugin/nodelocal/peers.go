@@ -64,10 +64,10 @@ func announce(dir string) (*presence, error) {
 	return &presence{dir: dir, ns: ns, path: path, f: f}, nil
 }
 
-// others counts the other live instances on the node: in the same network
+// Others counts the other live instances on the node: in the same network
 // namespace. Files of dead ones (their lock is free), whatever their
 // namespace, are removed on the way.
-func (p *presence) others() (int, error) {
+func (p *presence) Others() (int, error) {
 	entries, err := os.ReadDir(p.dir)
 	if err != nil {
 		return 0, fmt.Errorf("state directory %s: %w", p.dir, err)
@@ -97,8 +97,8 @@ func (p *presence) others() (int, error) {
 	return alive, nil
 }
 
-// leave removes this process's file and releases its lock.
-func (p *presence) leave() {
+// Leave removes this process's file and releases its lock.
+func (p *presence) Leave() {
 	os.Remove(p.path)
 	p.f.Close()
 }

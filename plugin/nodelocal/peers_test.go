@@ -15,7 +15,7 @@ func TestPresence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := a.others(); err != nil || n != 0 {
+	if n, err := a.Others(); err != nil || n != 0 {
 		t.Fatalf("Alone: others = %d, %v", n, err)
 	}
 
@@ -29,7 +29,7 @@ func TestPresence(t *testing.T) {
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		n, err := a.others()
+		n, err := a.Others()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,7 +45,7 @@ func TestPresence(t *testing.T) {
 	// Killed: the kernel drops its lock; it no longer counts and its file is cleaned.
 	cmd.Process.Kill()
 	cmd.Wait()
-	if n, err := a.others(); err != nil || n != 0 {
+	if n, err := a.Others(); err != nil || n != 0 {
 		t.Errorf("After the peer died: others = %d, %v", n, err)
 	}
 	if files, _ := filepath.Glob(filepath.Join(dir, "instance-*.lock")); len(files) != 1 {
@@ -60,7 +60,7 @@ func TestPresence(t *testing.T) {
 		otherNamespacePeer(t, a, dir)
 	}
 
-	a.leave()
+	a.Leave()
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("leave left %d files", len(entries))
 	}
@@ -85,12 +85,12 @@ func otherNamespacePeer(t *testing.T, a *presence, dir string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n, err := a.others(); err != nil || n != 0 {
+	if n, err := a.Others(); err != nil || n != 0 {
 		t.Errorf("With a live instance in another network namespace: others = %d, %v; want 0", n, err)
 	}
 	other.Process.Kill()
 	other.Wait()
-	if n, err := a.others(); err != nil || n != 0 {
+	if n, err := a.Others(); err != nil || n != 0 {
 		t.Errorf("After the other namespace's instance died: others = %d, %v", n, err)
 	}
 }

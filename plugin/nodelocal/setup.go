@@ -14,117 +14,75 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
 
-	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/netif"
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 )
 
-// Teardown says what the final shutdown does to the node.
-type Teardown string
+// instanceKey keys the instance's node state in the caddy instance
+// storage, so the directive acts once however many server blocks name it.
+type instanceKey struct{}
 
-// Teardown settings.
-const (
-	TeardownOn      Teardown = "on"      // remove rules, addresses and link
-	TeardownOff     Teardown = "off"     // leave everything in place
-	TeardownHandoff Teardown = "handoff" // remove, but leave a path to the cluster DNS (IPVS mode)
-)
+func setup(c *caddy.Controller) error { return process.setup(c) }
 
-// Defaults of the directive's settings.
-const (
-	defaultHealthPort = 8080
-	defaultSync       = 10 * time.Second
-	minSync           = time.Second
-)
-
-// Config is the parsed directive: one per CoreDNS instance.
-type Config struct {
-	LocalIPs    []netip.Addr
-	Interface   string // "" after `interface none`
-	Rules       rules.Mode
-	Backend     rules.Backend
-	UpstreamSvc string     // Service name, "" when not set
-	Upstream    netip.Addr // the Service's ClusterIP, read from its env variable
-	HealthPort  int
-	Sync        time.Duration
-	Teardown    Teardown
-	StateDir    string // where instances on the node see each other; "" after `statedir none`
-	RcvBuf      int    // receive buffer of the UDP listeners in bytes; 0 after `rcvbuf none`
-}
-
-func defaultConfig() Config {
-	return Config{
-		Interface:  netif.DefaultName,
-		Rules:      rules.ModeIptables,
-		Backend:    rules.BackendAuto,
-		HealthPort: defaultHealthPort,
-		Sync:       defaultSync,
-		Teardown:   TeardownOn,
-		StateDir:   stateDirDefault,
-		RcvBuf:     defaultRcvBuf,
-	}
-}
-
-// stateDirDefault is the default of `statedir`; tests point it elsewhere.
-var stateDirDefault = defaultStateDir
-
-// shared is the per-instance state kept in the caddy instance storage, so the
-// directive acts once however many server blocks name it.
-type shared struct {
-	cfg      Config
-	explicit bool   // cfg came from a block with settings, not a bare `nodelocal`
-	pos      string // file:line of the block cfg came from
-	bindErr  error  // why bare blocks found no local IPs in bind, until a block with settings comes
-	ports    []int  // DNS ports of every block that names the directive
-	node     *node
-}
-
-type sharedKey struct{}
-
-func setup(c *caddy.Controller) error {
+// setup parses one server block's directive and joins it to the
+// instance's node state, which the first block creates and hooks into the
+// instance's callbacks.
+func (o *owner) setup(c *caddy.Controller) error {
 	c.Next() // the directive name
-	pos := fmt.Sprintf("%s:%d", c.File(), c.Line())
+	line := c.Line()
+	pos := fmt.Sprintf("%s:%d", c.File(), line)
 	cfg, explicit, err := parse(c)
 	if err != nil {
 		return plugin.Error(pluginName, err)
 	}
-
-	s, _ := c.Get(sharedKey{}).(*shared)
-	switch {
-	case s == nil:
-		s = &shared{cfg: cfg, explicit: explicit, pos: pos}
-		if !explicit {
-			s.cfg.LocalIPs, s.bindErr = localIPsFromBind(c)
-		}
-		s.node = newNode(s)
-		c.Set(sharedKey{}, s)
-		registerLifecycle(c, s.node)
-	case explicit && s.explicit:
-		if name, a, b := differ(s.cfg, cfg); name != "" {
-			return plugin.Error(pluginName, fmt.Errorf("%s - Error during parsing: %s %s disagrees with %s %s at %s: every server block must use the same settings", pos, name, b, name, a, s.pos))
-		}
-	case explicit:
-		// A block with settings wins over bare `nodelocal` lines that came first.
-		s.cfg, s.explicit, s.pos, s.bindErr = cfg, true, pos, nil
+	if c.Next() {
+		return plugin.Error(pluginName, c.Errf("%s given twice in one server block, first at line %d: give it once", c.Val(), line))
 	}
-
 	port, err := strconv.Atoi(dnsserver.GetConfig(c).Port)
 	if err != nil {
 		return plugin.Error(pluginName, c.Errf("server block port %q is not a number", dnsserver.GetConfig(c).Port))
 	}
-	if !slices.Contains(s.ports, port) {
-		s.ports = append(s.ports, port)
-		slices.Sort(s.ports)
+
+	in, _ := c.Get(instanceKey{}).(*instance)
+	if in == nil {
+		in = &instance{o: o, cfg: cfg, explicit: explicit, pos: pos}
+		c.Set(instanceKey{}, in)
+		o.register(c, in)
+	} else if err := in.join(cfg, explicit, pos); err != nil {
+		return plugin.Error(pluginName, err)
+	}
+	if !in.explicit {
+		in.addBindIPs(c, pos)
+	}
+	if !slices.Contains(in.ports, port) {
+		in.ports = append(in.ports, port)
+		slices.Sort(in.ports)
 	}
 
 	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
-		return Nodelocal{Next: next, node: s.node}
+		return Nodelocal{Next: next, node: in}
 	})
 	return nil
 }
 
-// localIPsFromBind takes the local IPs from the block's bind addresses, as
-// node-cache holds the addresses it binds. It is used when every server
-// block has a bare `nodelocal`.
-func localIPsFromBind(c *caddy.Controller) ([]netip.Addr, error) {
+// join adds another server block's directive, given at pos: settings must
+// agree with those of the other blocks, and win over bare directives.
+func (in *instance) join(cfg Config, explicit bool, pos string) error {
+	switch {
+	case explicit && in.explicit:
+		if name, a, b := differ(in.cfg, cfg); name != "" {
+			return fmt.Errorf("%s - Error during parsing: %s %s disagrees with %s %s at %s: every server block must use the same settings", pos, name, b, name, a, in.pos)
+		}
+	case explicit:
+		in.cfg, in.explicit, in.pos, in.bindErr = cfg, true, pos, nil
+	}
+	return nil
+}
+
+// addBindIPs adds the block's bind addresses to the local IPs, as
+// node-cache holds the addresses it binds; used while every server block
+// has a bare `nodelocal`, so the local IPs are the union of their binds.
+// A bind that cannot be a local IP fails the start, naming its block.
+func (in *instance) addBindIPs(c *caddy.Controller, pos string) {
 	var hosts []string
 	for _, h := range dnsserver.GetConfig(c).ListenHosts {
 		if h != "" {
@@ -132,13 +90,32 @@ func localIPsFromBind(c *caddy.Controller) ([]netip.Addr, error) {
 		}
 	}
 	if len(hosts) == 0 {
-		return nil, fmt.Errorf("no local IP: name them with localip, or bind them in the server block")
+		return
 	}
 	ips, err := parseLocalIPs(hosts)
 	if err != nil {
-		return nil, fmt.Errorf("local IPs taken from bind: %w", err)
+		if in.bindErr == nil {
+			in.bindErr = fmt.Errorf("%s: local IPs taken from bind: %w", pos, err)
+		}
+		return
 	}
-	return ips, nil
+	for _, ip := range ips {
+		if !slices.Contains(in.cfg.LocalIPs, ip) {
+			in.cfg.LocalIPs = append(in.cfg.LocalIPs, ip)
+		}
+	}
+}
+
+// localIPsErr says why the instance has no usable local IPs: a bind that
+// is not one, or bare blocks without any bind.
+func (in *instance) localIPsErr() error {
+	switch {
+	case in.bindErr != nil:
+		return fmt.Errorf("%s: %w", pluginName, in.bindErr)
+	case len(in.cfg.LocalIPs) == 0:
+		return fmt.Errorf("%s: %s: no local IP: name them with localip, or bind them in the server block", pluginName, in.pos)
+	}
+	return nil
 }
 
 // parse reads the rest of one `nodelocal` directive. explicit is false for a
@@ -208,9 +185,10 @@ func oneArg(key string, args []string) (string, error) {
 	return args[0], nil
 }
 
-// parseLocalIPs accepts IPv4 and IPv6 addresses, mixed, space or comma
-// separated (node-cache's -localip is a comma list).
-func parseLocalIPs(args []string) ([]netip.Addr, error) {
+// ParseLocalIPs reads the values of `localip`: IPv4 and IPv6 addresses,
+// mixed, space or comma separated (node-cache's -localip is a comma list).
+// Errors quote the bad value.
+func ParseLocalIPs(args []string) ([]netip.Addr, error) {
 	var out []netip.Addr
 	for _, arg := range args {
 		for _, s := range strings.Split(arg, ",") {
@@ -236,6 +214,8 @@ func parseLocalIPs(args []string) ([]netip.Addr, error) {
 	}
 	return out, nil
 }
+
+func parseLocalIPs(args []string) ([]netip.Addr, error) { return ParseLocalIPs(args) }
 
 // checkZones rejects IPv6 link-local local IPs whose zone does not name the
 // plugin's own link: such an address is only meaningful on that link.
@@ -408,32 +388,4 @@ func UpstreamIP(svc string) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("upstreamsvc %q: %s=%q is not an IP address", svc, env, v)
 	}
 	return ip, nil
-}
-
-// differ names the first setting in which a and b differ, with both values.
-func differ(a, b Config) (name, av, bv string) {
-	pairs := []struct{ name, a, b string }{
-		{"localip", fmt.Sprint(a.LocalIPs), fmt.Sprint(b.LocalIPs)},
-		{"interface", orNone(a.Interface), orNone(b.Interface)},
-		{"rules", string(a.Rules) + " " + string(a.Backend), string(b.Rules) + " " + string(b.Backend)},
-		{"upstreamsvc", a.UpstreamSvc, b.UpstreamSvc},
-		{"healthport", strconv.Itoa(a.HealthPort), strconv.Itoa(b.HealthPort)},
-		{"sync", a.Sync.String(), b.Sync.String()},
-		{"teardown", string(a.Teardown), string(b.Teardown)},
-		{"statedir", orNone(a.StateDir), orNone(b.StateDir)},
-		{"rcvbuf", strconv.Itoa(a.RcvBuf), strconv.Itoa(b.RcvBuf)},
-	}
-	for _, p := range pairs {
-		if p.a != p.b {
-			return p.name, strconv.Quote(strings.TrimSpace(p.a)), strconv.Quote(strings.TrimSpace(p.b))
-		}
-	}
-	return "", "", ""
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "none"
-	}
-	return s
 }

@@ -1,7 +1,10 @@
 package nodelocal
 
 import (
+	"fmt"
 	"net/netip"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,16 +15,15 @@ import (
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 )
 
-func TestParse(t *testing.T) {
-	t.Setenv("KUBE_DNS_UPSTREAM_SERVICE_HOST", "198.18.0.11")
-	tests := []struct {
-		input              string
-		failing            bool
-		expectedErrContent string // substring of the error, with the bad value quoted
-		check              func(Config) string
-	}{
-		// Full settings, IPv4 and IPv6 mixed.
-		{`nodelocal {
+// parseTests are the directive parser's cases; FuzzSetup starts from them.
+var parseTests = []struct {
+	input              string
+	failing            bool
+	expectedErrContent string // substring of the error, with the bad value quoted
+	check              func(Config) string
+}{
+	// Full settings, IPv4 and IPv6 mixed.
+	{`nodelocal {
 			localip 169.254.20.10 198.18.0.10 2001:2::a
 			interface nodecache0
 			rules iptables legacy
@@ -30,110 +32,113 @@ func TestParse(t *testing.T) {
 			sync 30s
 			teardown handoff
 		}`, false, "", func(c Config) string {
-			switch {
-			case len(c.LocalIPs) != 3 || c.LocalIPs[2] != netip.MustParseAddr("2001:2::a"):
-				return "localip"
-			case c.Interface != "nodecache0", c.Rules != rules.ModeIptables, c.Backend != rules.BackendLegacy:
-				return "interface or rules"
-			case c.Upstream != netip.MustParseAddr("198.18.0.11"), c.HealthPort != 8081, c.Sync != 30*time.Second, c.Teardown != TeardownHandoff:
-				return "upstream, healthport, sync or teardown"
-			}
-			return ""
-		}},
-		// Defaults; a comma list as node-cache's -localip writes it.
-		{`nodelocal {
+		switch {
+		case len(c.LocalIPs) != 3 || c.LocalIPs[2] != netip.MustParseAddr("2001:2::a"):
+			return "localip"
+		case c.Interface != "nodecache0", c.Rules != rules.ModeIptables, c.Backend != rules.BackendLegacy:
+			return "interface or rules"
+		case c.Upstream != netip.MustParseAddr("198.18.0.11"), c.HealthPort != 8081, c.Sync != 30*time.Second, c.Teardown != TeardownHandoff:
+			return "upstream, healthport, sync or teardown"
+		}
+		return ""
+	}},
+	// Defaults; a comma list as node-cache's -localip writes it.
+	{`nodelocal {
 			localip 169.254.20.10,198.18.0.10
 		}`, false, "", func(c Config) string {
-			if len(c.LocalIPs) != 2 || c.Interface != "nodelocaldns" || c.Rules != rules.ModeIptables || c.Backend != rules.BackendAuto ||
-				c.HealthPort != 8080 || c.Sync != 10*time.Second || c.Teardown != TeardownOn || c.UpstreamSvc != "" || c.RcvBuf != 4<<20 {
-				return "defaults"
-			}
-			return ""
-		}},
-		{`nodelocal {
+		if len(c.LocalIPs) != 2 || c.Interface != "nodelocaldns" || c.Rules != rules.ModeIptables || c.Backend != rules.BackendAuto ||
+			c.HealthPort != 8080 || c.Sync != 10*time.Second || c.Teardown != TeardownOn || c.UpstreamSvc != "" || c.RcvBuf != 4<<20 {
+			return "defaults"
+		}
+		return ""
+	}},
+	{`nodelocal {
 			localip 169.254.20.10
 			interface none
 			rules nftables
 		}`, false, "", func(c Config) string {
-			if c.Interface != "" || c.Rules != rules.ModeNftables {
-				return "interface none / rules nftables"
-			}
-			return ""
-		}},
-		{`nodelocal {
+		if c.Interface != "" || c.Rules != rules.ModeNftables {
+			return "interface none / rules nftables"
+		}
+		return ""
+	}},
+	{`nodelocal {
 			localip fe80::a%nodelocaldns
 		}`, false, "", nil},
-		{`nodelocal {
+	{`nodelocal {
 			localip ::ffff:169.254.20.10
 			rules none
 		}`, false, "", func(c Config) string {
-			if c.LocalIPs[0] != netip.MustParseAddr("169.254.20.10") || c.Rules != rules.ModeNone {
-				return "mapped address or rules none"
-			}
-			return ""
-		}},
-		// Receive buffer sizes: bytes, K and M suffixes, or none for the kernel's default.
-		{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 8M\n}", false, "", func(c Config) string {
-			if c.RcvBuf != 8<<20 {
-				return "rcvbuf 8M"
-			}
-			return ""
-		}},
-		{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 512k\n}", false, "", func(c Config) string {
-			if c.RcvBuf != 512<<10 {
-				return "rcvbuf 512k"
-			}
-			return ""
-		}},
-		{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 1048576\n}", false, "", func(c Config) string {
-			if c.RcvBuf != 1<<20 {
-				return "rcvbuf 1048576"
-			}
-			return ""
-		}},
-		{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf none\n}", false, "", func(c Config) string {
-			if c.RcvBuf != 0 {
-				return "rcvbuf none"
-			}
-			return ""
-		}},
+		if c.LocalIPs[0] != netip.MustParseAddr("169.254.20.10") || c.Rules != rules.ModeNone {
+			return "mapped address or rules none"
+		}
+		return ""
+	}},
+	// Receive buffer sizes: bytes, K and M suffixes, or none for the kernel's default.
+	{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 8M\n}", false, "", func(c Config) string {
+		if c.RcvBuf != 8<<20 {
+			return "rcvbuf 8M"
+		}
+		return ""
+	}},
+	{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 512k\n}", false, "", func(c Config) string {
+		if c.RcvBuf != 512<<10 {
+			return "rcvbuf 512k"
+		}
+		return ""
+	}},
+	{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 1048576\n}", false, "", func(c Config) string {
+		if c.RcvBuf != 1<<20 {
+			return "rcvbuf 1048576"
+		}
+		return ""
+	}},
+	{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf none\n}", false, "", func(c Config) string {
+		if c.RcvBuf != 0 {
+			return "rcvbuf none"
+		}
+		return ""
+	}},
 
-		// Errors name the setting and quote the value.
-		{"nodelocal {\nlocalip 169.254.20.300\n}", true, `localip "169.254.20.300" is not an IP address`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10 198.18.0.10 169.254.20.10\n}", true, `localip "169.254.20.10" is listed twice`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10 ::ffff:169.254.20.10\n}", true, `localip "::ffff:169.254.20.10" is listed twice`, nil},
-		{"nodelocal {\nlocalip 0.0.0.0\n}", true, `localip "0.0.0.0" cannot be held`, nil},
-		{"nodelocal {\nlocalip 127.0.0.1\n}", true, `localip "127.0.0.1" cannot be held`, nil},
-		{"nodelocal {\nlocalip fe80::a\n}", true, `localip "fe80::a" is IPv6 link-local: write it with the zone of its link, "fe80::a%nodelocaldns"`, nil},
-		{"nodelocal {\nlocalip fe80::a%eth0\n}", true, `zone of its link`, nil},
-		{"nodelocal {\nlocalip fe80::a\ninterface none\n}", true, `needs an interface`, nil},
-		{"nodelocal {\nlocalip 2001:2::a%eth0\n}", true, `a zone only makes sense on a link-local address`, nil},
-		{"nodelocal {\nlocalip\n}", true, `localip wants at least one IP address`, nil},
-		{"nodelocal {\ninterface nodelocaldns\n}", true, `localip is required in a block with settings`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\ninterface nodelocaldns-cache0\n}", true, `interface "nodelocaldns-cache0" is 19 bytes long; Linux allows 15`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\ninterface a/b\n}", true, `interface "a/b" is not a valid link name`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\ninterface a b\n}", true, `interface wants one value, got 2`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\nrules ipchains\n}", true, `rules "ipchains": want iptables, nftables or none`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\nrules iptables xt\n}", true, `rules iptables backend "xt"`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\nrules none legacy\n}", true, `rules none takes no backend, got "legacy"`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\nhealthport 0\n}", true, `healthport "0" is not a port`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\nhealthport 65536\n}", true, `healthport "65536" is not a port`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\nhealthport http\n}", true, `healthport "http" is not a port`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\nsync 500ms\n}", true, `sync "500ms" is below the minimum of 1s`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\nsync 60\n}", true, `sync "60" has no unit: write a duration such as 60s`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\nsync soon\n}", true, `sync "soon" is not a duration`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\nteardown maybe\n}", true, `teardown "maybe": want on, off or handoff`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 4G\n}", true, `rcvbuf "4G" is not a size such as 4M`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf -1M\n}", true, `rcvbuf "-1M" is not a size`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 32K\n}", true, `rcvbuf "32K" is out of range: want 64K to 1024M`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 2048M\n}", true, `rcvbuf "2048M" is out of range`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 4M 8M\n}", true, `rcvbuf wants one value, got 2`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\nfoo bar\n}", true, `unknown setting "foo"`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\nsync 10s\nsync 20s\n}", true, `sync given twice`, nil},
-		{"nodelocal 169.254.20.10", true, `unexpected argument "169.254.20.10"`, nil},
-		{"nodelocal {\nlocalip 169.254.20.10\nupstreamsvc kube-dns-missing\n}", true, `upstreamsvc "kube-dns-missing": KUBE_DNS_MISSING_SERVICE_HOST is not set`, nil},
-	}
-	for i, tc := range tests {
+	// Errors name the setting and quote the value.
+	{"nodelocal {\nlocalip 169.254.20.300\n}", true, `localip "169.254.20.300" is not an IP address`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10 198.18.0.10 169.254.20.10\n}", true, `localip "169.254.20.10" is listed twice`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10 ::ffff:169.254.20.10\n}", true, `localip "::ffff:169.254.20.10" is listed twice`, nil},
+	{"nodelocal {\nlocalip 0.0.0.0\n}", true, `localip "0.0.0.0" cannot be held`, nil},
+	{"nodelocal {\nlocalip 127.0.0.1\n}", true, `localip "127.0.0.1" cannot be held`, nil},
+	{"nodelocal {\nlocalip fe80::a\n}", true, `localip "fe80::a" is IPv6 link-local: write it with the zone of its link, "fe80::a%nodelocaldns"`, nil},
+	{"nodelocal {\nlocalip fe80::a%eth0\n}", true, `zone of its link`, nil},
+	{"nodelocal {\nlocalip fe80::a\ninterface none\n}", true, `needs an interface`, nil},
+	{"nodelocal {\nlocalip 2001:2::a%eth0\n}", true, `a zone only makes sense on a link-local address`, nil},
+	{"nodelocal {\nlocalip\n}", true, `localip wants at least one IP address`, nil},
+	{"nodelocal {\ninterface nodelocaldns\n}", true, `localip is required in a block with settings`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\ninterface nodelocaldns-cache0\n}", true, `interface "nodelocaldns-cache0" is 19 bytes long; Linux allows 15`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\ninterface a/b\n}", true, `interface "a/b" is not a valid link name`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\ninterface a b\n}", true, `interface wants one value, got 2`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nrules ipchains\n}", true, `rules "ipchains": want iptables, nftables or none`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nrules iptables xt\n}", true, `rules iptables backend "xt"`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nrules none legacy\n}", true, `rules none takes no backend, got "legacy"`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nhealthport 0\n}", true, `healthport "0" is not a port`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nhealthport 65536\n}", true, `healthport "65536" is not a port`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nhealthport http\n}", true, `healthport "http" is not a port`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nsync 500ms\n}", true, `sync "500ms" is below the minimum of 1s`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nsync 60\n}", true, `sync "60" has no unit: write a duration such as 60s`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nsync soon\n}", true, `sync "soon" is not a duration`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nteardown maybe\n}", true, `teardown "maybe": want on, off or handoff`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 4G\n}", true, `rcvbuf "4G" is not a size such as 4M`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf -1M\n}", true, `rcvbuf "-1M" is not a size`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 32K\n}", true, `rcvbuf "32K" is out of range: want 64K to 1024M`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 2048M\n}", true, `rcvbuf "2048M" is out of range`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 4M 8M\n}", true, `rcvbuf wants one value, got 2`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nfoo bar\n}", true, `unknown setting "foo"`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nsync 10s\nsync 20s\n}", true, `sync given twice`, nil},
+	{"nodelocal 169.254.20.10", true, `unexpected argument "169.254.20.10"`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nupstreamsvc kube-dns-missing\n}", true, `upstreamsvc "kube-dns-missing": KUBE_DNS_MISSING_SERVICE_HOST is not set`, nil},
+}
+
+func TestParse(t *testing.T) {
+	t.Setenv("KUBE_DNS_UPSTREAM_SERVICE_HOST", "198.18.0.11")
+	for i, tc := range parseTests {
 		c := caddy.NewTestController("dns", tc.input)
 		c.Next()
 		cfg, _, err := parse(c)
@@ -177,16 +182,97 @@ func TestUpstreamIP(t *testing.T) {
 }
 
 // TestLocalIPFromBind: when every block has a bare `nodelocal`, the local
-// IPs are the bind addresses, as node-cache holds the addresses it binds.
+// IPs are the bind addresses of all of them, as node-cache holds the
+// addresses it binds.
 func TestLocalIPFromBind(t *testing.T) {
+	in := &instance{pos: "Corefile:2"}
 	c := caddy.NewTestController("dns", "nodelocal")
 	dnsserver.GetConfig(c).ListenHosts = []string{"169.254.20.10", "198.18.0.10"}
-	ips, err := localIPsFromBind(c)
-	if err != nil || len(ips) != 2 || ips[1] != netip.MustParseAddr("198.18.0.10") {
-		t.Errorf("Expected the bind addresses as local IPs, got %v, %v", ips, err)
+	in.addBindIPs(c, "Corefile:2")
+	c = caddy.NewTestController("dns", "nodelocal")
+	dnsserver.GetConfig(c).ListenHosts = []string{"198.18.0.10", "2001:2::a"}
+	in.addBindIPs(c, "Corefile:7")
+	if err := in.localIPsErr(); err != nil || fmt.Sprint(in.cfg.LocalIPs) != "[169.254.20.10 198.18.0.10 2001:2::a]" {
+		t.Errorf("Expected the union of the bind addresses as local IPs, got %v, %v", in.cfg.LocalIPs, err)
 	}
+
+	c = caddy.NewTestController("dns", "nodelocal")
+	dnsserver.GetConfig(c).ListenHosts = []string{"0.0.0.0"}
+	in.addBindIPs(c, "Corefile:12")
+	if err := in.localIPsErr(); err == nil || !strings.Contains(err.Error(), `Corefile:12: local IPs taken from bind: localip "0.0.0.0" cannot be held`) {
+		t.Errorf("Expected an error naming the block and the bind address, got %v", err)
+	}
+
+	in = &instance{pos: "Corefile:2"}
+	c = caddy.NewTestController("dns", "nodelocal")
 	dnsserver.GetConfig(c).ListenHosts = []string{""}
-	if _, err := localIPsFromBind(c); err == nil || !strings.Contains(err.Error(), "no local IP") {
+	in.addBindIPs(c, "Corefile:2")
+	if err := in.localIPsErr(); err == nil || !strings.Contains(err.Error(), "Corefile:2: no local IP") {
 		t.Errorf("Expected an error without bind, got %v", err)
 	}
+}
+
+// FuzzSetup feeds the directive's setup any text: it never panics, every
+// error names the file and line, and what it accepts is a configuration
+// the node side can act on.
+func FuzzSetup(f *testing.F) {
+	f.Setenv("KUBE_DNS_UPSTREAM_SERVICE_HOST", "198.18.0.11")
+	for _, tc := range parseTests {
+		f.Add(tc.input)
+	}
+	f.Add("nodelocal {\nlocalip 169.254.20.10\n}\nnodelocal")
+	f.Add("nodelocal\nnodelocal {\nlocalip 169.254.20.10\n}")
+	f.Fuzz(func(t *testing.T, input string) {
+		c := caddy.NewTestController("dns", input)
+		dnsserver.GetConfig(c).Port = "53"
+		err := newOwner(newFakeSystem()).setup(c)
+		if err != nil {
+			if !strings.Contains(err.Error(), "Testfile:") {
+				t.Errorf("Error does not name the file and line: %q", err)
+			}
+			return
+		}
+		in, ok := c.Get(instanceKey{}).(*instance)
+		if !ok {
+			return // no tokens at all
+		}
+		if msg := checkConfig(in.cfg, in.explicit); msg != "" {
+			t.Errorf("Accepted %q: %s: %+v", input, msg, in.cfg)
+		}
+	})
+}
+
+// checkConfig says what is wrong in a configuration the parser accepted.
+func checkConfig(cfg Config, explicit bool) string {
+	switch {
+	case explicit && len(cfg.LocalIPs) == 0:
+		return "settings without local IPs"
+	case cfg.Sync < MinSync:
+		return "sync below the minimum"
+	case cfg.HealthPort < 1 || cfg.HealthPort > 65535:
+		return "health port out of range"
+	case cfg.RcvBuf != 0 && (cfg.RcvBuf < minRcvBuf || cfg.RcvBuf > maxRcvBuf):
+		return "receive buffer out of range"
+	case len(cfg.Interface) > 15 || strings.ContainsAny(cfg.Interface, "/: \t\n"):
+		return "bad interface name"
+	case cfg.StateDir != "" && (!filepath.IsAbs(cfg.StateDir) || filepath.Clean(cfg.StateDir) != cfg.StateDir):
+		return "state directory not a clean absolute path"
+	case !slices.Contains([]Teardown{TeardownOn, TeardownOff, TeardownHandoff}, cfg.Teardown):
+		return "unknown teardown"
+	case cfg.Teardown == TeardownHandoff && (cfg.Rules != rules.ModeIptables || !cfg.Upstream.IsValid()):
+		return "handoff without iptables rules and an upstream"
+	case !slices.Contains([]rules.Mode{rules.ModeIptables, rules.ModeNftables, rules.ModeNone}, cfg.Rules):
+		return "unknown rules mode"
+	case cfg.Rules == rules.ModeIptables && !slices.Contains([]rules.Backend{rules.BackendAuto, rules.BackendLegacy, rules.BackendNft}, cfg.Backend):
+		return "unknown iptables backend"
+	}
+	for i, ip := range cfg.LocalIPs {
+		switch {
+		case !ip.IsValid(), ip.IsUnspecified(), ip.IsMulticast(), ip.IsLoopback(), ip.Is4In6():
+			return "local IP " + ip.String() + " cannot be held"
+		case slices.ContainsFunc(cfg.LocalIPs[:i], func(o netip.Addr) bool { return o.WithZone("") == ip.WithZone("") }):
+			return "local IP " + ip.String() + " twice"
+		}
+	}
+	return ""
 }

@@ -45,8 +45,8 @@ func (s ownSocket) accepts() bool {
 
 // listening reports whether this process has, on every ip:port, a UDP
 // socket and a listening TCP socket (a wildcard bind counts): its DNS
-// listeners are open. Tests replace it.
-var listening = func(ips []netip.Addr, ports []int) bool {
+// listeners are open.
+func listening(ips []netip.Addr, ports []int) bool {
 	socks, err := ownSockets()
 	if err != nil {
 		return false

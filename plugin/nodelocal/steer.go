@@ -105,14 +105,3 @@ func steerToSelf(ips []netip.Addr, ports []int) (int, error) {
 	}
 	return steered, errors.Join(errs...)
 }
-
-// steer steers new traffic to this process's own sockets on the local IPs
-// and ports; takeover calls it once they are open.
-func steer(ips []netip.Addr, ports []int) {
-	n, err := steerToSelf(ips, ports)
-	if err != nil {
-		log.Warningf("Cannot steer new queries to this instance (a surge rollout may lose the queries queued at the old instance when it stops): %v", err)
-		return
-	}
-	log.Infof("New queries on %d UDP/TCP listeners go to this instance from now on, and to the next instance once it listens", n)
-}

@@ -27,10 +27,6 @@ type Manager struct {
 // thread at the time of each call (netlink opens a socket per request).
 func New() *Manager { return &Manager{h: &netlink.Handle{}} }
 
-// NewWithHandle returns a Manager that works through h, e.g. a handle
-// opened in another network namespace with netlink.NewHandleAt.
-func NewWithHandle(h *netlink.Handle) *Manager { return &Manager{h: h} }
-
 // Ensure makes the link exist (a dummy, or a port-less bridge where the
 // kernel has no dummy driver), be up and hold every address of spec as a
 // host prefix. It returns one line per change made.

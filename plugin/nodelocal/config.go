@@ -1,0 +1,97 @@
+package nodelocal
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/netif"
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
+)
+
+// Teardown says what the final shutdown does to the node.
+type Teardown string
+
+// Teardown settings.
+const (
+	TeardownOn      Teardown = "on"      // remove rules, addresses and link
+	TeardownOff     Teardown = "off"     // leave everything in place
+	TeardownHandoff Teardown = "handoff" // remove, but leave a path to the cluster DNS (IPVS mode)
+)
+
+// Defaults and bounds of the directive's settings, for callers that write
+// the directive's text (the node-cache drop-in).
+const (
+	// DefaultHealthPort is the default of `healthport`, node-cache's.
+	DefaultHealthPort = 8080
+	// DefaultSync is the default of `sync`.
+	DefaultSync = 10 * time.Second
+	// MinSync is the shortest `sync` accepted.
+	MinSync = time.Second
+)
+
+// The unexported names the drop-in files still use; they go when the
+// drop-in moves to its own package.
+const (
+	defaultHealthPort = DefaultHealthPort
+	defaultSync       = DefaultSync
+	minSync           = MinSync
+)
+
+// Config is the parsed directive: one per CoreDNS instance.
+type Config struct {
+	LocalIPs    []netip.Addr
+	Interface   string // "" after `interface none`
+	Rules       rules.Mode
+	Backend     rules.Backend
+	UpstreamSvc string     // Service name, "" when not set
+	Upstream    netip.Addr // the Service's ClusterIP, read from its env variable
+	HealthPort  int
+	Sync        time.Duration
+	Teardown    Teardown
+	StateDir    string // where instances on the node see each other; "" after `statedir none`
+	RcvBuf      int    // receive buffer of the UDP listeners in bytes; 0 after `rcvbuf none`
+}
+
+func defaultConfig() Config {
+	return Config{
+		Interface:  netif.DefaultName,
+		Rules:      rules.ModeIptables,
+		Backend:    rules.BackendAuto,
+		HealthPort: DefaultHealthPort,
+		Sync:       DefaultSync,
+		Teardown:   TeardownOn,
+		StateDir:   defaultStateDir,
+		RcvBuf:     defaultRcvBuf,
+	}
+}
+
+// differ names the first setting in which a and b differ, with both values.
+func differ(a, b Config) (name, av, bv string) {
+	pairs := []struct{ name, a, b string }{
+		{"localip", fmt.Sprint(a.LocalIPs), fmt.Sprint(b.LocalIPs)},
+		{"interface", orNone(a.Interface), orNone(b.Interface)},
+		{"rules", string(a.Rules) + " " + string(a.Backend), string(b.Rules) + " " + string(b.Backend)},
+		{"upstreamsvc", a.UpstreamSvc, b.UpstreamSvc},
+		{"healthport", strconv.Itoa(a.HealthPort), strconv.Itoa(b.HealthPort)},
+		{"sync", a.Sync.String(), b.Sync.String()},
+		{"teardown", string(a.Teardown), string(b.Teardown)},
+		{"statedir", orNone(a.StateDir), orNone(b.StateDir)},
+		{"rcvbuf", strconv.Itoa(a.RcvBuf), strconv.Itoa(b.RcvBuf)},
+	}
+	for _, p := range pairs {
+		if p.a != p.b {
+			return p.name, strconv.Quote(strings.TrimSpace(p.a)), strconv.Quote(strings.TrimSpace(p.b))
+		}
+	}
+	return "", "", ""
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}

@@ -1,0 +1,273 @@
+package nodelocal
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/coredns/caddy"
+	clog "github.com/coredns/coredns/plugin/pkg/log"
+
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
+)
+
+var log = clog.NewWithPlugin(pluginName)
+
+// owner holds the node for the process. What is on the node belongs to the
+// process, not to one CoreDNS instance, since a reload hands the node from
+// one instance to the next. Its one lock guards its fields and the
+// lifecycle fields of every instance; every transition takes it.
+type owner struct {
+	sys System // every effect on the node goes through it
+
+	mu sync.Mutex
+	// active is the instance whose settings are on the node; nil before
+	// the first start and after teardown.
+	active *instance
+	// applied is what the last successful ensure put on the node.
+	applied *hostSpec
+	// me is this process's presence among the instances on the node.
+	me Presence
+	// exitHooked is set once the process-exit hook is registered.
+	exitHooked bool
+}
+
+// process is the owner of the node for this process.
+var process = newOwner(realSystem{})
+
+// newOwner returns an owner whose effects on the node go through sys.
+func newOwner(sys System) *owner { return &owner{sys: sys} }
+
+// firstStartup runs on the process's first start, before every plugin's
+// OnStartup: the link and addresses go in here, so that the listeners other
+// plugins open in their OnStartup (health and ready on the local IP, as
+// node-cache's template has them) can bind, as the DNS listeners will.
+func (o *owner) firstStartup(in *instance) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.setupLink(in)
+}
+
+// startup runs before the DNS listeners open.
+//
+// When no instance of this process has the node yet (a first start: the
+// link is up from firstStartup) it leaves the rules to the reconcile loop,
+// which writes them as soon as this process's listeners are open: a
+// NOTRACK rule ahead of the listener would turn a query into "connection
+// refused", while without it queries to the kube-dns IP still take
+// kube-proxy's path (and a handoff path left by a predecessor still works).
+//
+// On a reload the listeners are handed over open, so everything is ensured
+// at once; a failure leaves the node as the running instance has it.
+func (o *owner) startup(in *instance) error {
+	if err := in.localIPsErr(); err != nil {
+		return err
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+
+	if o.active != nil {
+		if err := o.ensureHost(in); err != nil {
+			return err
+		}
+		if err := o.apply(in, in.spec()); err != nil {
+			return fmt.Errorf("%s: %w", pluginName, err)
+		}
+		o.active = in
+		in.setReady(true)
+		in.startLoop(false)
+		return nil
+	}
+
+	// A reload that brings nodelocal into a running process has had no
+	// firstStartup.
+	if err := o.setupLink(in); err != nil {
+		return err
+	}
+	o.announce(in.cfg.StateDir)
+	o.active = in
+	o.applied = &hostSpec{link: in.spec().link, rules: rules.Spec{Mode: rules.ModeNone}}
+	in.startLoop(true)
+	o.hookExit()
+	return nil
+}
+
+// ensureHost builds the instance's host backend once.
+func (o *owner) ensureHost(in *instance) error {
+	if in.host != nil {
+		return nil
+	}
+	h, err := o.sys.Host(in.cfg)
+	if err != nil {
+		return fmt.Errorf("%s: %w", pluginName, err)
+	}
+	in.host = h
+	return nil
+}
+
+// setupLink creates the host backend and puts the link and addresses in
+// place; a failure removes what it added.
+func (o *owner) setupLink(in *instance) error {
+	if in.linkUp {
+		return nil
+	}
+	if err := in.localIPsErr(); err != nil {
+		return err
+	}
+	if err := o.ensureHost(in); err != nil {
+		return err
+	}
+	if link := in.spec().link; link.Name != "" {
+		if _, err := in.host.EnsureLink(link); err != nil {
+			countSetupError(err, errInterfaceAdd)
+			err = fmt.Errorf("interface %s: %w", link.Name, err)
+			if rerr := in.host.RemoveLink(link); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("undo: %w", rerr))
+			}
+			return fmt.Errorf("%s: %w", pluginName, err)
+		}
+	}
+	in.linkUp = true
+	return nil
+}
+
+// announce makes this process known to the other instances on the node,
+// once; without a state directory it acts as the only one.
+func (o *owner) announce(dir string) {
+	if o.me != nil || dir == "" {
+		return
+	}
+	p, err := o.sys.Announce(dir)
+	if err != nil {
+		log.Warningf("Cannot see other instances on this node, acting as the only one: %v", err)
+		return
+	}
+	o.me = p
+}
+
+// hookExit registers the process-exit hook (SIGQUIT's only callback) once.
+func (o *owner) hookExit() {
+	if o.exitHooked {
+		return
+	}
+	o.exitHooked = true
+	caddy.OnProcessExit = append(caddy.OnProcessExit, o.processExit)
+}
+
+// apply moves the node from what is applied to want: it ensures want and
+// records it as applied, then removes what the previous state had and want
+// has not.
+func (o *owner) apply(in *instance, want hostSpec) error {
+	if _, err := ensure(in.host, want); err != nil {
+		return err
+	}
+	prev := o.applied
+	o.applied = &want
+	if prev == nil {
+		return nil
+	}
+	return removeStale(in.host, *prev, want)
+}
+
+// drawTraffic is the end of the first start's takeover, once the listeners
+// are open: the rules go in and a handoff path a predecessor may have left
+// goes. It does nothing for an instance that no longer has the node.
+func (o *owner) drawTraffic(in *instance) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if in.torn || o.active != in {
+		return nil
+	}
+	hs := in.spec()
+	if err := o.apply(in, hs); err != nil {
+		in.setReady(false)
+		return err
+	}
+	if hs.rules.Mode == rules.ModeIptables {
+		if err := in.host.RemoveHandoff(hs.rules); err != nil {
+			in.setReady(false)
+			return fmt.Errorf("remove handoff path: %w", err)
+		}
+	}
+	in.setReady(true)
+	log.Infof("Node set up: %s", describe(hs))
+	return nil
+}
+
+// repair ensures the instance's node state again and returns what it had
+// to change; the instance is ready exactly when that succeeded. It does
+// nothing for an instance that no longer has the node.
+func (o *owner) repair(in *instance) ([]string, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if in.torn || o.active != in {
+		return nil, nil
+	}
+	changes, err := ensure(in.host, in.spec())
+	in.setReady(err == nil)
+	return changes, err
+}
+
+// restart marks the start of a reload (OnRestart of the running instance).
+func (o *owner) restart(in *instance) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	in.restarting = true
+	return nil
+}
+
+// resume runs on the old instance when a reload failed: it keeps serving, so
+// its settings go back on the node and its loop keeps running.
+func (o *owner) resume(in *instance) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	in.restarting = false
+	if in.torn || in.host == nil {
+		return nil
+	}
+	// The failed instance is dropped without a callback of its own: end
+	// its loop here, or it would outlive it.
+	if failed := o.active; failed != nil && failed != in {
+		failed.haltLoop()
+	}
+	o.active = in
+	if err := o.apply(in, in.spec()); err != nil {
+		in.setReady(false)
+		return fmt.Errorf("%s: restore after failed reload: %w", pluginName, err)
+	}
+	in.setReady(true)
+	in.startLoop(false)
+	return nil
+}
+
+// stopLoop ends the instance's loop and waits for it, without the lock,
+// which the loop may be waiting for.
+func (o *owner) stopLoop(in *instance) {
+	o.mu.Lock()
+	l := in.haltLoop()
+	o.mu.Unlock()
+	if l != nil {
+		l.wait()
+	}
+}
+
+// peers counts the other live instances on the node; 0 when unknown.
+func (o *owner) peers() int {
+	if o.me == nil {
+		return 0
+	}
+	c, err := o.me.Others()
+	if err != nil {
+		log.Warningf("Cannot see other instances on this node: %v", err)
+		return 0
+	}
+	return c
+}
+
+// leave ends this process's presence on the node.
+func (o *owner) leave() {
+	if o.me != nil {
+		o.me.Leave()
+		o.me = nil
+	}
+}

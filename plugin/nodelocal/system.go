@@ -1,0 +1,47 @@
+package nodelocal
+
+import (
+	"net/netip"
+)
+
+// System is every effect the plugin has on the node, in one seam held by
+// the owner: the real node in production (realSystem), a fake in tests.
+type System interface {
+	// Host returns the link and rules backend for cfg. It fails, naming
+	// what is missing (a binary the rules need), before anything changes.
+	Host(cfg Config) (Host, error)
+	// Listening reports whether this process has, on every ip:port, a UDP
+	// socket and a listening TCP socket (a wildcard bind counts).
+	Listening(ips []netip.Addr, ports []int) bool
+	// Steer makes new traffic on this process's sockets on ips and ports
+	// go to the sockets that joined their reuseport group last, its own;
+	// it returns how many groups it steered.
+	Steer(ips []netip.Addr, ports []int) (int, error)
+	// RaiseRcvBuf gives this process's UDP sockets on ips (or a wildcard)
+	// and ports a receive buffer of at least size bytes; it returns how
+	// many it raised.
+	RaiseRcvBuf(ips []netip.Addr, ports []int, size int) (int, error)
+	// Announce makes this process known, in dir, to the other instances
+	// on the node.
+	Announce(dir string) (Presence, error)
+}
+
+// Presence is this process's place among the instances on the node.
+type Presence interface {
+	// Others counts the other live instances on the node.
+	Others() (int, error)
+	// Leave ends the presence.
+	Leave()
+}
+
+// realSystem is the node itself: netlink, iptables or nftables, this
+// process's sockets and lock files in the state directory.
+type realSystem struct{}
+
+func (realSystem) Host(cfg Config) (Host, error)                    { return newSystemHost(cfg) }
+func (realSystem) Listening(ips []netip.Addr, ports []int) bool     { return listening(ips, ports) }
+func (realSystem) Steer(ips []netip.Addr, ports []int) (int, error) { return steerToSelf(ips, ports) }
+func (realSystem) RaiseRcvBuf(ips []netip.Addr, ports []int, size int) (int, error) {
+	return raiseRcvBuf(ips, ports, size)
+}
+func (realSystem) Announce(dir string) (Presence, error) { return announce(dir) }
