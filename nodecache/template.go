@@ -419,7 +419,7 @@ func healthPort(file string, blocks []caddyfile.ServerBlock) (int, string, error
 
 func directiveAt(file string, blocks []caddyfile.ServerBlock) string {
 	for _, b := range blocks {
-		if toks := b.Tokens[nodelocal.Directive]; len(toks) > 0 {
+		if toks := b.Tokens[nodelocal.Name]; len(toks) > 0 {
 			return fmt.Sprintf("%s:%d", file, toks[0].Line)
 		}
 	}

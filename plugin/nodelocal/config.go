@@ -32,14 +32,6 @@ const (
 	MinSync = time.Second
 )
 
-// The unexported names the drop-in files still use; they go when the
-// drop-in moves to its own package.
-const (
-	defaultHealthPort = DefaultHealthPort
-	defaultSync       = DefaultSync
-	minSync           = MinSync
-)
-
 // Config is the parsed directive: one per CoreDNS instance.
 type Config struct {
 	LocalIPs    []netip.Addr

@@ -92,7 +92,7 @@ func (in *instance) addBindIPs(c *caddy.Controller, pos string) {
 	if len(hosts) == 0 {
 		return
 	}
-	ips, err := parseLocalIPs(hosts)
+	ips, err := ParseLocalIPs(hosts)
 	if err != nil {
 		if in.bindErr == nil {
 			in.bindErr = fmt.Errorf("%s: local IPs taken from bind: %w", pos, err)
@@ -137,7 +137,7 @@ func parse(c *caddy.Controller) (cfg Config, explicit bool, err error) {
 		args := c.RemainingArgs()
 		switch key {
 		case "localip":
-			cfg.LocalIPs, err = parseLocalIPs(args)
+			cfg.LocalIPs, err = ParseLocalIPs(args)
 		case "interface":
 			cfg.Interface, err = parseInterface(args)
 		case "rules":
@@ -214,8 +214,6 @@ func ParseLocalIPs(args []string) ([]netip.Addr, error) {
 	}
 	return out, nil
 }
-
-func parseLocalIPs(args []string) ([]netip.Addr, error) { return ParseLocalIPs(args) }
 
 // checkZones rejects IPv6 link-local local IPs whose zone does not name the
 // plugin's own link: such an address is only meaningful on that link.
@@ -304,8 +302,8 @@ func parseSync(args []string) (time.Duration, error) {
 		}
 		return 0, fmt.Errorf("sync %q is not a duration such as 10s", v)
 	}
-	if d < minSync {
-		return 0, fmt.Errorf("sync %q is below the minimum of %s", v, minSync)
+	if d < MinSync {
+		return 0, fmt.Errorf("sync %q is below the minimum of %s", v, MinSync)
 	}
 	return d, nil
 }
