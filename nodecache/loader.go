@@ -37,7 +37,7 @@ var (
 var log = clog.NewWithPlugin("nodecache")
 
 // loaderName is the name of the Corefile loader in caddy.
-const loaderName = "nodelocal"
+const loaderName = "nodecache"
 
 // corefileLoader is the process's loader, set by Register.
 var (
