@@ -1,7 +1,6 @@
 package nodecache
 
 import (
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/nodelocaldns/nodelocaldns/internal/nsenter"
 	"github.com/nodelocaldns/nodelocaldns/internal/nstest"
 )
 
@@ -120,30 +120,10 @@ func (p *process) exited(d time.Duration) bool {
 	}
 }
 
-// answer answers every A query with ip.
-func answer(ip string) dns.Handler {
-	return dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		if q := r.Question[0]; q.Qtype == dns.TypeA {
-			rr, _ := dns.NewRR(q.Name + " 5 IN A " + ip)
-			m.Answer = append(m.Answer, rr)
-		}
-		w.WriteMsg(m)
-	})
-}
-
 // fakeUpstream answers every A query with ip, on 127.0.0.1 UDP.
 func fakeUpstream(t *testing.T, ip string) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: answer(ip)}
-	go srv.ActivateAndServe()
-	t.Cleanup(func() { srv.Shutdown() })
-	return pc.LocalAddr().String()
+	return nstest.ServeA(t, "udp", "127.0.0.1:0", ip)
 }
 
 // clusterDNS serves the upstream Service IP 198.18.0.11 over TCP (force_tcp
@@ -153,13 +133,7 @@ func clusterDNS(t *testing.T, ip string) {
 	if out, err := nstest.Run(t, "ip", "addr", "add", "198.18.0.11/32", "dev", "lo"); err != nil {
 		t.Fatalf("Add the upstream Service IP: %v %s", err, out)
 	}
-	ln, err := net.Listen("tcp", "198.18.0.11:53")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{Listener: ln, Handler: answer(ip)}
-	go srv.ActivateAndServe()
-	t.Cleanup(func() { srv.Shutdown() })
+	nstest.ServeA(t, "tcp", "198.18.0.11:53", ip)
 }
 
 func lookupA(server, name string) string {
@@ -235,10 +209,10 @@ func TestDropInDaemonSetArgs(t *testing.T) {
 
 	// The manifest's liveness probe and the setup-errors metric node-cache
 	// serves on -metrics-listen-address (default 0.0.0.0:9353).
-	if code, _, err := nstest.HTTPGet("169.254.20.10:8080", "/health"); code != http.StatusOK {
+	if code, _, err := nsenter.HTTPGet("169.254.20.10:8080", "/health"); code != http.StatusOK {
 		t.Errorf("Liveness probe GET 169.254.20.10:8080/health: status %d (%v), want 200", code, err)
 	}
-	if _, body, err := nstest.HTTPGet("127.0.0.1:9353", "/metrics"); !strings.Contains(body, "coredns_nodecache_setup_errors_total") {
+	if _, body, err := nsenter.HTTPGet("127.0.0.1:9353", "/metrics"); !strings.Contains(body, "coredns_nodecache_setup_errors_total") {
 		t.Errorf("Metrics on :9353 (%v) lack coredns_nodecache_setup_errors_total:\n%.2000s", err, body)
 	}
 	rendered, err := os.ReadFile(filepath.Join(dir, "Corefile"))

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nodelocaldns/nodelocaldns/internal/nsenter"
 	"github.com/nodelocaldns/nodelocaldns/internal/nstest"
 )
 
@@ -40,7 +41,7 @@ func TestReloadFollowsConfigMap(t *testing.T) {
 	}
 
 	rejections := func() string {
-		_, body, _ := nstest.HTTPGet("127.0.0.1:9353", "/metrics")
+		_, body, _ := nsenter.HTTPGet("127.0.0.1:9353", "/metrics")
 		for _, l := range strings.Split(body, "\n") {
 			if strings.HasPrefix(l, "coredns_nodelocal_config_rejections_total ") {
 				return strings.TrimPrefix(l, "coredns_nodelocal_config_rejections_total ")

@@ -58,11 +58,11 @@ func TestNodeCacheFlags(t *testing.T) {
 			t.Fatalf("No rendered Corefile at -conf: %v", err)
 		}
 		for _, want := range []string{
-			"bind " + lab.LocalIP + " " + lab.KubeDNSIP, // the sed's values
-			"forward . " + lab.KubeDNSUpIP,              // __PILLAR__CLUSTER__DNS__ from -upstreamsvc
-			"forward . " + lab.OutsideIP,                // __PILLAR__UPSTREAM__SERVERS__ from the node's resolv.conf
-			lab.StubDomain + ":53 {",                    // the stub domain's block
-			"forward . " + lab.StubIP,
+			"bind " + lab.LocalIP + " " + lab.KubeDNSIP,    // the sed's values
+			"forward . " + lab.KubeDNSUpIP,                 // __PILLAR__CLUSTER__DNS__ from -upstreamsvc
+			"forward . " + lab.OutsideIP,                   // __PILLAR__UPSTREAM__SERVERS__ from the node's resolv.conf
+			lab.StubDomain + ":53 {",                       // the stub domain's block
+			"forward " + lab.StubDomain + " " + lab.StubIP, // one forward per stub domain in the shared stub block
 		} {
 			if !strings.Contains(rendered, want) {
 				t.Errorf("Rendered Corefile %s lacks %q:\n%s", c.Conf, want, rendered)

@@ -44,34 +44,12 @@ func testServes(t *testing.T, mode rules.Mode) {
 	}
 	t.Logf("EnsureLink and EnsureRules on a clean namespace took %v", time.Since(start))
 
-	answer := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30}, A: net.ParseIP("198.18.0.99")})
-		w.WriteMsg(m)
-	})
 	// Sockets made on this (locked) thread live in the test namespace.
-	var servers []*dns.Server
 	for _, ip := range ips {
 		addr := net.JoinHostPort(ip.String(), "53")
-		pc, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			t.Fatalf("Listen UDP %s: %v", addr, err)
-		}
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			t.Fatalf("Listen TCP %s: %v", addr, err)
-		}
-		servers = append(servers, &dns.Server{PacketConn: pc, Handler: answer}, &dns.Server{Listener: ln, Handler: answer})
+		nstest.ServeA(t, "udp", addr, "198.18.0.99")
+		nstest.ServeA(t, "tcp", addr, "198.18.0.99")
 	}
-	for _, s := range servers {
-		go s.ActivateAndServe()
-	}
-	defer func() {
-		for _, s := range servers {
-			s.Shutdown()
-		}
-	}()
 
 	for _, ip := range ips {
 		for _, proto := range []string{"udp", "tcp"} {
