@@ -55,6 +55,8 @@ stage_changes() {
 		/^FROM / { in_stage = ($NF == st) }
 		in_stage && /^(ENV|USER|EXPOSE|ENTRYPOINT|CMD|WORKDIR|STOPSIGNAL|LABEL) / {
 			if ($0 ~ /\\$/) { print "local.sh: continued line in stage " st ": " $0 > "/dev/stderr"; exit 1 }
+			# podman import takes one port per EXPOSE
+			if ($1 == "EXPOSE") { for (i = 2; i <= NF; i++) print "EXPOSE " $i; next }
 			print
 		}' "$dockerfile"
 }
@@ -112,7 +114,10 @@ for t in "${targets[@]}"; do
 		fi
 		# essential: Debian's Essential:yes set (no apt), plus the packages;
 		# no documentation, manual pages or translations (as debian:*-slim).
-		opts=(--variant=essential "--include=${pkgs// /,}"
+		# usr-is-merged (as in debian:bookworm-slim) answers
+		# init-system-helpers' "usrmerge | usr-is-merged"; left to itself apt
+		# picks usrmerge and with it perl (about 40 MB).
+		opts=(--variant=essential "--include=${pkgs// /,},usr-is-merged"
 			--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
 			--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*'
 			--dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/lintian/*')
@@ -121,8 +126,8 @@ for t in "${targets[@]}"; do
 		if [ ! -s "$base" ]; then
 			mkdir -p "$cache"
 			echo "local.sh: building the base $base with mmdebstrap (${pkgs})" >&2
-			mmdebstrap --quiet "${opts[@]}" "$suite" "$base.tmp"
-			mv "$base.tmp" "$base"
+			mmdebstrap --quiet --format=tar "${opts[@]}" "$suite" "${base%.tar}.tmp.tar"
+			mv "${base%.tar}.tmp.tar" "$base"
 		fi
 		cp "$base" "$work/runtime.tar"
 		tar -Af "$work/runtime.tar" "$work/app.tar"
