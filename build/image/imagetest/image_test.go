@@ -50,7 +50,6 @@ type imageCase struct {
 	rules   string // what the cache's rules are made with: iptables or nftables
 	ipv6    bool   // the overlay serves an IPv6 local address too
 	handoff bool   // teardown handoff: a DNAT to the cluster DNS stays after stop
-	quick   bool   // in `make test`; the rest with IMAGE_TEST=all (make test-image)
 }
 
 func (c imageCase) name() string {
@@ -64,15 +63,15 @@ func (c imageCase) name() string {
 // imageCases: every overlay's pod spec; the iptables overlay on both
 // backends. ipvs last: its handoff DNAT stays behind by design.
 var imageCases = []imageCase{
-	{overlay: "overlays/iptables", image: runtimeImage, backend: "nft", rules: "iptables", quick: true},
-	{overlay: "overlays/nftables", image: staticImage, backend: "nft", rules: "nftables", quick: true},
-	{overlay: "overlays/compat", image: runtimeImage, backend: "nft", rules: "iptables", quick: true},
+	{overlay: "overlays/iptables", image: runtimeImage, backend: "nft", rules: "iptables"},
+	{overlay: "overlays/nftables", image: staticImage, backend: "nft", rules: "nftables"},
+	{overlay: "overlays/compat", image: runtimeImage, backend: "nft", rules: "iptables"},
 	{overlay: "base", image: runtimeImage, backend: "nft", rules: "iptables"},
 	{overlay: "overlays/monitoring", image: runtimeImage, backend: "nft", rules: "iptables"},
 	{overlay: "overlays/nftables", image: runtimeImage, backend: "nft", rules: "nftables"},
 	{overlay: "overlays/dual-stack", image: runtimeImage, backend: "nft", rules: "iptables", ipv6: true},
 	{overlay: "overlays/ipvs", image: runtimeImage, backend: "nft", rules: "iptables", handoff: true},
-	{overlay: "overlays/iptables", image: runtimeImage, backend: "legacy", rules: "iptables", quick: true},
+	{overlay: "overlays/iptables", image: runtimeImage, backend: "legacy", rules: "iptables"},
 }
 
 func repoRoot(t *testing.T) string {
@@ -215,11 +214,10 @@ func dpkgInstalled(status string) []string {
 func TestImageInLab(t *testing.T) {
 	root := repoRoot(t)
 	needImages(t, root)
-	all := os.Getenv("IMAGE_TEST") == "all"
 	for _, backend := range []string{"nft", "legacy"} {
 		var cases []imageCase
 		for _, c := range imageCases {
-			if c.backend == backend && (all || c.quick) {
+			if c.backend == backend {
 				cases = append(cases, c)
 			}
 		}
@@ -402,7 +400,7 @@ func runCase(ctx context.Context, t *testing.T, root string, l *lab.Lab, c image
 		probe = ctr.LivenessProbe
 	}
 	started := time.Now()
-	if err := waitProbe(ctx, root, l, name, probe); err != nil {
+	if err := waitProbe(ctx, root, l, name, probe, time.Minute); err != nil {
 		t.Fatalf("Not ready: %v\n%s", err, logs())
 	}
 	t.Logf("ready %v after podman run", time.Since(started).Round(time.Millisecond))
@@ -566,12 +564,12 @@ func probeAddr(p *corev1.Probe) string {
 }
 
 // waitProbe polls an HTTP probe from the node until it answers 200, the
-// container exits, or a minute passes.
-func waitProbe(ctx context.Context, root string, l *lab.Lab, name string, p *corev1.Probe) error {
+// container exits, or limit passes.
+func waitProbe(ctx context.Context, root string, l *lab.Lab, name string, p *corev1.Probe, limit time.Duration) error {
 	if p == nil || p.HTTPGet == nil {
 		return fmt.Errorf("no HTTP probe to wait on")
 	}
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(limit)
 	var err error
 	for time.Now().Before(deadline) {
 		if _, err = lab.HTTPGet(l.Node, probeAddr(p), p.HTTPGet.Path); err == nil {
@@ -669,4 +667,103 @@ func diffLines(a, b []string) (gone, added []string) {
 		}
 	}
 	return gone, added
+}
+
+// capCase is one capability the manifest adds, and whether the cache needs
+// it in that mode: without it the pod does not get ready, or does not
+// resolve, or picks the wrong iptables backend.
+type capCase struct {
+	c      imageCase
+	cap    corev1.Capability
+	needed bool
+}
+
+// capCases: each capability each mode's manifest adds, dropped one at a time.
+var capCases = []capCase{
+	{imageCases[0], "NET_ADMIN", true},
+	{imageCases[0], "NET_BIND_SERVICE", true},
+	{imageCases[0], "NET_RAW", false}, // iptables-nft talks netlink only
+	{imageCases[len(imageCases)-1], "NET_ADMIN", true},
+	{imageCases[len(imageCases)-1], "NET_BIND_SERVICE", true},
+	// iptables-legacy reads and writes the tables through a raw socket:
+	// without NET_RAW, iptables-legacy-save sees no KUBE- rule and `rules
+	// iptables auto` puts its rules in nft on a legacy node.
+	{imageCases[len(imageCases)-1], "NET_RAW", true},
+	{imageCases[1], "NET_ADMIN", true},
+	{imageCases[1], "NET_BIND_SERVICE", true},
+}
+
+// TestImageCapabilities (IMAGE_TEST=caps, make test-image) starts the pod
+// spec with one added capability taken away, and checks that the cache is
+// ready without exactly the capabilities it does not need.
+func TestImageCapabilities(t *testing.T) {
+	if os.Getenv("IMAGE_TEST") != "caps" {
+		t.Skip("set IMAGE_TEST=caps (make test-image) to drop each capability in turn")
+	}
+	root := repoRoot(t)
+	needImages(t, root)
+	for _, backend := range []string{"nft", "legacy"} {
+		t.Run(backend, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			l, err := lab.Up(ctx, lab.DefaultConfig(root))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if backend == "legacy" {
+				moveKubeProxyToLegacy(ctx, t, l)
+			}
+			for _, cc := range capCases {
+				if cc.c.backend != backend {
+					continue
+				}
+				t.Run(cc.c.name()+"-without-"+string(cc.cap), func(t *testing.T) {
+					objs := render(t, root, cc.c.overlay, cc.c.image)
+					ctr, err := objs.Container()
+					if err != nil {
+						t.Fatal(err)
+					}
+					add := Capabilities(ctr)
+					if !slices.Contains(add, cc.cap) {
+						t.Fatalf("%s adds %v, not %s", cc.c.overlay, add, cc.cap)
+					}
+					ctr.SecurityContext.Capabilities.Add = slices.DeleteFunc(add, func(c corev1.Capability) bool { return c == cc.cap })
+					env, err := objs.PodEnv(serviceLinks(t, objs))
+					if err != nil {
+						t.Fatal(err)
+					}
+					vols, err := Materialize(objs, t.TempDir())
+					if err != nil {
+						t.Fatal(err)
+					}
+					name := "nodelocaldns-imagetest-" + l.ID + "-caps"
+					args, err := PodmanArgs(Pod{Name: name, Spec: &objs.DaemonSet.Spec.Template.Spec, Env: env, Volumes: vols,
+						Netns: "/run/netns/" + l.Node, ResolvConf: "/etc/netns/" + l.Node + "/resolv.conf"})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if _, err := podman(ctx, root, append([]string{"run"}, args...)...); err != nil {
+						t.Fatal(err)
+					}
+					// Stop as the kubelet would (teardown runs), then remove.
+					defer podman(context.Background(), root, "rm", "--force", "--time", "30", name)
+					err = waitProbe(ctx, root, l, name, ctr.ReadinessProbe, 20*time.Second)
+					if err == nil {
+						err = resolves(l.Pod2, lab.LocalIP, "web.default.svc.cluster.local.", "198.18.0.20", false)
+					}
+					out, _ := podman(ctx, root, "logs", "--tail", "8", name)
+					if err == nil && cc.c.rules == "iptables" && !strings.Contains(out, "iptables backend "+cc.c.backend) {
+						// Working means on the node's backend: rules on the
+						// other one would mix two rule sets on the node.
+						err = fmt.Errorf("not on the node's iptables backend %s", cc.c.backend)
+					}
+					t.Logf("without %s: works: %v (%v)\n%s", cc.cap, err == nil, err, out)
+					if works := err == nil; works == cc.needed {
+						t.Errorf("Without %s the cache works: %v; the manifest's comment says it is needed: %v", cc.cap, works, cc.needed)
+					}
+				})
+			}
+		})
+	}
 }
