@@ -114,10 +114,11 @@ for t in "${targets[@]}"; do
 		fi
 		# essential: Debian's Essential:yes set (no apt), plus the packages;
 		# no documentation, manual pages or translations (as debian:*-slim).
-		# usr-is-merged (as in debian:bookworm-slim) answers
-		# init-system-helpers' "usrmerge | usr-is-merged"; left to itself apt
-		# picks usrmerge and with it perl (about 40 MB).
+		# mmdebstrap's merged-/usr set-up brings usrmerge and with it perl
+		# (about 50 MB); usr-is-merged (as in debian:bookworm-slim) stands in
+		# for it once the set-up is done.
 		opts=(--variant=essential "--include=${pkgs// /,},usr-is-merged"
+			--customize-hook='chroot "$1" dpkg --purge usrmerge libfile-find-rule-perl libnumber-compare-perl libtext-glob-perl perl perl-modules-5.36 libperl5.36 libgdbm-compat4'
 			--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
 			--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*'
 			--dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/lintian/*')
