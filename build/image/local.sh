@@ -129,6 +129,8 @@ for t in "${targets[@]}"; do
 			echo "local.sh: building the base $base with mmdebstrap (${pkgs})" >&2
 			mmdebstrap --quiet --format=tar "${opts[@]}" "$suite" "${base%.tar}.tmp.tar"
 			mv "${base%.tar}.tmp.tar" "$base"
+			# Bases of earlier package lists or options are of no more use.
+			find "$cache" -maxdepth 1 -name 'image-base-*.tar' ! -name "${base##*/}" -delete
 		fi
 		cp "$base" "$work/runtime.tar"
 		tar -Af "$work/runtime.tar" "$work/app.tar"
