@@ -96,9 +96,9 @@ test: deps vet build lab-bins test-images
 test-images:
 	@if [ "$$(id -u)" -eq 0 ]; then build/image/local.sh; fi
 
-# test-image runs every overlay's pod spec in the image under podman (make
-# test runs a representative subset: iptables on an nft and a legacy node,
-# nftables with the static image, compat). Root only.
+# test-image: the image test verbose (make test runs it too, about 90 s),
+# plus the capability experiment: each capability the manifests add, taken
+# away in turn (about 30 s more). Root only.
 test-image: build lab-bins image
 	IMAGE_TEST=caps $(GO) test -count=1 -timeout 20m -v -run "TestImage" ./build/image/imagetest/
 
