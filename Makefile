@@ -8,10 +8,13 @@ BIN         := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 # Debian packages the privileged tests and the lab use: command:package
 # (gcc: bin/testdns is built with cgo, for the glibc resolver)
-TEST_DEPS   := iptables:iptables iptables-legacy:iptables ip:iproute2 nft:nftables dig:dnsutils conntrack:conntrack gcc:gcc
+# The image build and its test: podman (with runc: crun refuses this kernel's
+# hybrid cgroups) and mmdebstrap (the base from Debian packages, no registry).
+IMAGE_DEPS  := podman:podman runc:runc mmdebstrap:mmdebstrap
+TEST_DEPS   := iptables:iptables iptables-legacy:iptables ip:iproute2 nft:nftables dig:dnsutils conntrack:conntrack gcc:gcc $(IMAGE_DEPS)
 LAB_DEPS    := $(TEST_DEPS) dnsperf:dnsperf
 
-.PHONY: all build lab-bins generate test test-unit vet lint clean deps demo bench bench-quick image
+.PHONY: all build lab-bins generate test test-unit test-image vet lint clean deps demo bench bench-quick image image-docker test-images
 
 all: build
 
@@ -88,16 +91,37 @@ deps:
 vet:
 	$(GO) vet ./...
 
-test: deps vet build lab-bins
+test: deps vet build lab-bins test-images
 	$(GO) test -race -count=1 -timeout 40m ./...
+
+# test-images: as root, the images the image test runs (build/image/imagetest);
+# a normal user's run skips that test.
+test-images:
+	@if [ "$$(id -u)" -eq 0 ]; then build/image/local.sh; fi
+
+# test-image: the image test verbose (make test runs it too, about 90 s),
+# plus the capability experiment: each capability the manifests add, taken
+# away in turn (about 30 s more). Root only.
+test-image: build lab-bins image
+	IMAGE_TEST=caps $(GO) test -count=1 -timeout 20m -v -run "TestImage" ./build/image/imagetest/
 
 # test-unit skips the package set-up and the binary: quick feedback.
 test-unit:
 	$(GO) test -count=1 ./...
 
-# image builds the container image with docker, podman or buildah, and says
-# clearly when no engine is there.
+# image builds the two images (nodelocaldns:dev, nodelocaldns:dev-static)
+# into podman with no registry: the base from Debian packages (mmdebstrap,
+# cached in ~/.cache/nodelocaldns), the binary from the host's Go, the config
+# from build/image/Dockerfile. Root only.
 image:
+	@if [ "$$(id -u)" -ne 0 ]; then echo "make image: needs root (mmdebstrap and podman as root); with a registry and an engine, make image-docker" >&2; exit 1; fi
+	@build/ensure-deps.sh $(IMAGE_DEPS)
+	build/image/local.sh
+
+# image-docker builds from build/image/Dockerfile with docker, podman or
+# buildah (a registry must serve the golang and debian images), and says
+# clearly when no engine is there.
+image-docker:
 	build/image/build.sh
 
 lint: vet

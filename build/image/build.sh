@@ -2,12 +2,14 @@
 # Build the nodelocaldns container image with whichever engine is present and
 # reachable: docker (BuildKit), podman or buildah, in that order.
 #
-#   build/image/build.sh [--target runtime|testdns] [--tag NAME:TAG] [--platform P]
+#   build/image/build.sh [--target runtime|static|testdns] [--tag NAME:TAG] [--platform P]
 #
-# Environment: IMAGE (default nodelocaldns:dev; nodelocaldns-testdns:dev for the
-# testdns target), TARGET (default runtime), ENGINE (force docker|podman|buildah),
+# Environment: IMAGE (default nodelocaldns:dev; nodelocaldns:dev-static for the
+# static target, nodelocaldns-testdns:dev for testdns), TARGET (default
+# runtime), ENGINE (force docker|podman|buildah),
 # PLATFORM (e.g. linux/arm64), GIT_COMMIT (default: git describe).
-# Exits 2 with "no container engine: ..." when none can build.
+# Exits 2 with "no container engine: ..." when none can build. Without a
+# registry, build/image/local.sh (make image) builds runtime and static.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,8 +29,9 @@ while [ $# -gt 0 ]; do
 done
 case "$target" in
 runtime) image="${image:-nodelocaldns:dev}" ;;
+static) image="${image:-nodelocaldns:dev-static}" ;;
 testdns) image="${image:-nodelocaldns-testdns:dev}" ;;
-*) echo "build.sh: unknown target $target (want runtime or testdns)" >&2; exit 64 ;;
+*) echo "build.sh: unknown target $target (want runtime, static or testdns)" >&2; exit 64 ;;
 esac
 commit="${GIT_COMMIT:-$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)}"
 
