@@ -243,10 +243,28 @@ func diff(path string, want, got any) []string {
 		}
 		return out
 	}
-	if !reflect.DeepEqual(want, got) {
-		return []string{fmt.Sprintf("%s: want %q, got %q", path, fmt.Sprint(want), fmt.Sprint(got))}
+	if reflect.DeepEqual(want, got) {
+		return nil
 	}
-	return nil
+	ws, wok := want.(string)
+	gs, gok := got.(string)
+	if wok && gok && strings.Contains(ws, "\n") {
+		// A file (the Corefile): name the first line that differs.
+		wl, gl := strings.Split(ws, "\n"), strings.Split(gs, "\n")
+		for i := 0; ; i++ {
+			var w, g string
+			if i < len(wl) {
+				w = wl[i]
+			}
+			if i < len(gl) {
+				g = gl[i]
+			}
+			if w != g || i >= len(wl) || i >= len(gl) {
+				return []string{fmt.Sprintf("%s line %d: want %q, got %q", path, i+1, w, g)}
+			}
+		}
+	}
+	return []string{fmt.Sprintf("%s: want %q, got %q", path, fmt.Sprint(want), fmt.Sprint(got))}
 }
 
 // TestChartFiles: the chart reads the PrometheusRule and the Cilium policies
@@ -299,6 +317,9 @@ func TestChartDeliveryheroValues(t *testing.T) {
 		if params[k] != want {
 			t.Errorf("params %s = %q, want %q from the values file", k, params[k], want)
 		}
+	}
+	if r.DaemonSet.Spec.Template.Labels["team"] != "platform" {
+		t.Errorf("pod labels %v lack the file's podLabels team=platform", r.DaemonSet.Spec.Template.Labels)
 	}
 	ps := r.DaemonSet.Spec.Template.Spec
 	c := r.container(t)
@@ -360,6 +381,7 @@ func withDefaults(r *rendered) *rendered {
 	ps := &ds.Spec.Template.Spec
 	ps.Tolerations = []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
 	ps.Affinity = nil
+	delete(ds.Spec.Template.Labels, "team")
 	one, zero := intstr.FromInt32(1), intstr.FromInt32(0)
 	ds.Spec.UpdateStrategy.RollingUpdate.MaxSurge = &one
 	ds.Spec.UpdateStrategy.RollingUpdate.MaxUnavailable = &zero
@@ -373,6 +395,13 @@ func withDefaults(r *rendered) *rendered {
 		sm := *o.ServiceMonitor
 		sm.ObjectMeta.Namespace = "kube-system"
 		o.ServiceMonitor = &sm
+	}
+	o.All = nil
+	for _, ref := range r.All {
+		if ref.Kind == "ServiceMonitor" {
+			ref.Namespace = "kube-system"
+		}
+		o.All = append(o.All, ref)
 	}
 	return &rendered{&o}
 }
