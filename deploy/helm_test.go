@@ -444,3 +444,18 @@ func TestChartRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestChartSkipTeardown: deliveryhero's config.skipTeardown reaches the cache in
+// both forms, the directive (`teardown off`) and node-cache's flag (compat).
+func TestChartSkipTeardown(t *testing.T) {
+	r := mustRenderChart(t, "config: {skipTeardown: true}")
+	blocks := parseCorefile(t, r.configMapNamed(t, "node-local-dns").Data["Corefile"])
+	nl := find(blocks[0].dirs, "nodelocal")
+	if len(nl) != 1 || len(find(nl[0].sub, "teardown")) != 1 || find(nl[0].sub, "teardown")[0].args[0] != "off" {
+		t.Errorf("skipTeardown: want `teardown off` in the nodelocal block, got %+v", nl)
+	}
+	r = mustRenderChart(t, "mode: compat\nconfig: {skipTeardown: true}")
+	if args := r.container(t).Args; args[len(args)-1] != "-skipteardown=true" {
+		t.Errorf("compat skipTeardown: args %v, want -skipteardown=true", args)
+	}
+}
