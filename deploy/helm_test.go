@@ -36,7 +36,7 @@ var chartModes = []struct {
 	{"overlays/nftables", "mode: nftables"},
 	{"overlays/dual-stack", "mode: dual-stack"},
 	{"overlays/compat", "mode: compat"},
-	{"overlays/cilium", "mode: cilium\nconfig: {setupInterface: false, setupIptables: false}"},
+	{"overlays/cilium", "mode: cilium"},
 	{"overlays/monitoring", "mode: iptables\nserviceMonitor: {enabled: true}\nprometheusRule: {enabled: true}"},
 }
 
@@ -425,7 +425,7 @@ func TestChartRefuses(t *testing.T) {
 		{"serviceMonitor: {path: /other}", []string{"serviceMonitor", "path"}},
 		{"config: {bindIp: false}", []string{"config.bindIp"}},
 		{"config: {setupIptables: false}", []string{"config.setupIptables", "mode cilium"}},
-		{"mode: cilium", []string{"config.setupInterface", "config.setupIptables"}},
+		{"mode: cilium\nconfig: {setupInterface: true}", []string{"config.setupInterface", "mode cilium"}},
 		{"mode: ipvs\nconfig: {customConfig: 'forward . __PILLAR__CLUSTER__DNS__'}", []string{"config.customConfig", "__PILLAR__", "compat"}},
 		{"mode: compat\nconfig: {prefetch: {enabled: true}}", []string{"config.customConfig", "prefetch"}},
 		{"mode: weave", []string{"mode"}},
@@ -457,5 +457,15 @@ func TestChartSkipTeardown(t *testing.T) {
 	r = mustRenderChart(t, "mode: compat\nconfig: {skipTeardown: true}")
 	if args := r.container(t).Args; args[len(args)-1] != "-skipteardown=true" {
 		t.Errorf("compat skipTeardown: args %v, want -skipteardown=true", args)
+	}
+}
+
+// TestChartCiliumFromDeliveryheroFlags: deliveryhero's way of saying "no link,
+// no rules" is accepted in mode cilium and renders what mode cilium alone does.
+func TestChartCiliumFromDeliveryheroFlags(t *testing.T) {
+	a := comparable(t, mustRenderChart(t, "mode: cilium").Objects, true)
+	b := comparable(t, mustRenderChart(t, "mode: cilium\nconfig: {setupInterface: false, setupIptables: false}").Objects, true)
+	if !reflect.DeepEqual(a, b) {
+		t.Error("mode cilium with setupInterface/setupIptables false renders differently from mode cilium")
 	}
 }

@@ -6,11 +6,10 @@ the key.
 {{- define "nodelocaldns.validate" -}}
 {{- $c := .Values.config -}}
 {{- $cilium := eq .Values.mode "cilium" -}}
-{{- if and $cilium (or $c.setupInterface $c.setupIptables) -}}
-{{- fail "config.setupInterface and config.setupIptables must be false in mode cilium: the cache holds no link and writes no rules there (Cilium redirects to it)" -}}
+{{- range $k := list "setupInterface" "setupIptables" -}}
+{{- if and (hasKey $c $k) (ne (get $c $k) (not $cilium)) -}}
+{{- fail (printf "config.%s=%v does not fit mode %s: it must be %v there (or unset). A host-network cache needs its link and rules to receive pod DNS; the cache without them is mode cilium, where Cilium redirects to it" $k (get $c $k) $.Values.mode (not $cilium)) -}}
 {{- end -}}
-{{- if and (not $cilium) (not (and $c.setupInterface $c.setupIptables)) -}}
-{{- fail (printf "config.setupInterface=%v config.setupIptables=%v: both must be true in mode %s (a host-network cache without its link or rules receives no pod DNS); for a cache without them use mode cilium" $c.setupInterface $c.setupIptables .Values.mode) -}}
 {{- end -}}
 {{- if not $c.bindIp -}}
 {{- fail "config.bindIp=false (bind 0.0.0.0) is not supported: on the host network it takes port 53 on every node address; the cache binds exactly its local IPs (config.bindIp: true)" -}}
