@@ -41,6 +41,27 @@ type overlay struct {
 	teardown string
 	caps     []string // exact capabilities added
 	monitor  bool     // ServiceMonitor and PrometheusRule expected
+	cilium   bool     // pod network, no link or rules, CiliumLocalRedirectPolicy
+}
+
+// podIPFixture stands in for the pod's IP (downward API) in Cilium mode.
+const podIPFixture = "198.18.0.20"
+
+// probeHost is the host the probes ask: the local IP, or in Cilium mode the
+// pod's own IP (an empty host).
+func (ov overlay) probeHost(params map[string]string) string {
+	if ov.cilium {
+		return ""
+	}
+	return params["LOCAL_DNS_IP"]
+}
+
+// selfIP is where health and ready listen: LOCAL_DNS_IP, or the pod IP.
+func (ov overlay) selfIP(env map[string]string) string {
+	if ov.cilium {
+		return env["POD_IP"]
+	}
+	return env["LOCAL_DNS_IP"]
 }
 
 var baseCaps = []string{"NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW"}
@@ -53,6 +74,7 @@ var overlays = []overlay{
 	{dir: "overlays/dual-stack", localIPs: []string{"LOCAL_DNS_IP", "LOCAL_DNS_IP6", "KUBE_DNS_IP", "KUBE_DNS_IP6"}, rules: "iptables auto", teardown: "on", caps: baseCaps},
 	{dir: "overlays/compat", compat: true, localIPs: []string{"LOCAL_DNS_IP", "KUBE_DNS_IP"}, caps: baseCaps},
 	{dir: "overlays/monitoring", localIPs: []string{"LOCAL_DNS_IP", "KUBE_DNS_IP"}, rules: "iptables auto", teardown: "on", caps: baseCaps, monitor: true},
+	{dir: "overlays/cilium", localIPs: []string{"POD_IP"}, rules: "none", teardown: "off", caps: []string{"NET_BIND_SERVICE"}, cilium: true},
 }
 
 // rendered is one overlay's output, decoded.
@@ -73,11 +95,6 @@ func render(t *testing.T, dir string) *rendered {
 	o, err := manifests.Render(dir)
 	if err != nil {
 		t.Fatal(err)
-	}
-	for _, ref := range o.All {
-		if ref.Namespace != "kube-system" {
-			t.Errorf("%s: %s: namespace %q, want kube-system", dir, ref, ref.Namespace)
-		}
 	}
 	return &rendered{o}
 }
@@ -110,7 +127,7 @@ func (r *rendered) container(t *testing.T) *corev1.Container {
 // plus the kubelet's service variable for the upstream.
 func podEnv(t *testing.T, r *rendered) map[string]string {
 	t.Helper()
-	env, err := r.PodEnv(map[string]string{"KUBE_DNS_UPSTREAM_SERVICE_HOST": upstreamFixture})
+	env, err := r.PodEnv(map[string]string{"KUBE_DNS_UPSTREAM_SERVICE_HOST": upstreamFixture, "POD_IP": podIPFixture})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,19 +135,6 @@ func podEnv(t *testing.T, r *rendered) map[string]string {
 }
 
 var envRef = regexp.MustCompile(`\{\$([A-Za-z_][A-Za-z0-9_]*)\}`)
-
-// corefileFromOverlay returns the Corefile the cache would parse for this overlay:
-// the ConfigMap's text with every {$VAR} expanded from the pod's environment (the
-// params ConfigMap, and KUBE_DNS_UPSTREAM_SERVICE_HOST = upstreamFixture), as
-// CoreDNS does at parse time. A reference to a variable the pod does not have
-// fails the test. The compat overlay's node-cache placeholders
-// (__PILLAR__CLUSTER__DNS__, __PILLAR__UPSTREAM__SERVERS__) are left for the
-// binary's template loader.
-func corefileFromOverlay(t *testing.T, dir string) string {
-	t.Helper()
-	r := render(t, dir)
-	return expandCorefile(t, r, r.configMapNamed(t, "node-local-dns").Data["Corefile"])
-}
 
 func expandCorefile(t *testing.T, r *rendered, text string) string {
 	t.Helper()
@@ -279,55 +283,72 @@ func intPort(t *testing.T, what string, p intstr.IntOrString) int {
 func TestOverlays(t *testing.T) {
 	for _, ov := range overlays {
 		t.Run(strings.ReplaceAll(ov.dir, "/", "_"), func(t *testing.T) {
-			r := render(t, ov.dir)
-			params := r.params(t)
-			for _, k := range []string{"LOCAL_DNS_IP", "KUBE_DNS_IP", "CLUSTER_DOMAIN", "HEALTH_PORT", "IMAGE"} {
-				if params[k] == "" {
-					t.Errorf("params: %s is empty", k)
-				}
-			}
-			var wantIPs []string
-			for _, k := range ov.localIPs {
-				if params[k] == "" {
-					t.Fatalf("params: %s is empty", k)
-				}
-				wantIPs = append(wantIPs, params[k])
-			}
-			healthPort, err := strconv.Atoi(params["HEALTH_PORT"])
-			if err != nil {
-				t.Fatal(err)
-			}
-
-			checkPodSpec(t, ov, r, params)
-			checkServices(t, r)
-
-			corefile := corefileFromOverlay(t, ov.dir)
-			// The build itself must accept it, as `coredns -conf` would.
-			if !ov.compat {
-				// kubelet sets it from the kube-dns-upstream Service.
-				t.Setenv("KUBE_DNS_UPSTREAM_SERVICE_HOST", "198.18.0.11")
-				if err := plugins.Validate(ov.dir+"/Corefile", []byte(corefile)); err != nil {
-					t.Errorf("Our build rejects the Corefile of %s: %v", ov.dir, err)
-				}
-			}
-			blocks := parseCorefile(t, corefile)
-			checkCorefile(t, ov, blocks, params, wantIPs, healthPort)
-
-			c := r.container(t)
-			if h, p := c.LivenessProbe.HTTPGet.Host, intPort(t, "liveness", c.LivenessProbe.HTTPGet.Port); h != params["LOCAL_DNS_IP"] || p != healthPort {
-				t.Errorf("liveness probe %s:%d, want %s:%d (the health line)", h, p, params["LOCAL_DNS_IP"], healthPort)
-			}
-			if ov.compat {
-				checkCompat(t, r, params, healthPort, corefile)
-				checkCompatRenders(t, r, corefile)
-			}
-
-			if ov.monitor {
-				checkMonitoring(t, r)
-			} else if r.ServiceMonitor != nil || r.PrometheusRule != nil {
-				t.Errorf("monitoring objects rendered in %s", ov.dir)
-			}
+			checkRendered(t, ov, render(t, ov.dir))
 		})
+	}
+}
+
+// checkRendered checks the invariants of one rendering (a kustomize overlay or
+// the Helm chart in the same mode).
+func checkRendered(t *testing.T, ov overlay, r *rendered) {
+	t.Helper()
+	for _, ref := range r.All {
+		if ref.Namespace != "kube-system" {
+			t.Errorf("%s: %s: namespace %q, want kube-system", ov.dir, ref, ref.Namespace)
+		}
+	}
+	params := r.params(t)
+	for _, k := range []string{"LOCAL_DNS_IP", "KUBE_DNS_IP", "CLUSTER_DOMAIN", "HEALTH_PORT", "IMAGE"} {
+		if params[k] == "" {
+			t.Errorf("params: %s is empty", k)
+		}
+	}
+	env := podEnv(t, r)
+	var wantIPs []string
+	for _, k := range ov.localIPs {
+		if env[k] == "" {
+			t.Fatalf("pod environment: %s is empty", k)
+		}
+		wantIPs = append(wantIPs, env[k])
+	}
+	healthPort, err := strconv.Atoi(params["HEALTH_PORT"])
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	checkPodSpec(t, ov, r, params)
+	checkServices(t, r)
+
+	corefile := expandCorefile(t, r, r.configMapNamed(t, "node-local-dns").Data["Corefile"])
+	// The build itself must accept it, as `coredns -conf` would.
+	if !ov.compat {
+		// kubelet sets it from the kube-dns-upstream Service.
+		t.Setenv("KUBE_DNS_UPSTREAM_SERVICE_HOST", upstreamFixture)
+		if err := plugins.Validate(ov.dir+"/Corefile", []byte(corefile)); err != nil {
+			t.Errorf("Our build rejects the Corefile of %s: %v", ov.dir, err)
+		}
+	}
+	blocks := parseCorefile(t, corefile)
+	checkCorefile(t, ov, blocks, env, wantIPs, healthPort)
+
+	c := r.container(t)
+	if h, p := c.LivenessProbe.HTTPGet.Host, intPort(t, "liveness", c.LivenessProbe.HTTPGet.Port); h != ov.probeHost(params) || p != healthPort {
+		t.Errorf("liveness probe %s:%d, want %s:%d (the health line)", h, p, ov.probeHost(params), healthPort)
+	}
+	if ov.compat {
+		checkCompat(t, r, params, healthPort, corefile)
+		checkCompatRenders(t, r, corefile)
+	}
+	if ov.cilium {
+		checkCilium(t, r, params)
+	} else if len(r.LocalRedirectPolicies) != 0 {
+		t.Errorf("CiliumLocalRedirectPolicy rendered in %s", ov.dir)
+	}
+
+	if ov.monitor {
+		checkMonitoring(t, r)
+	} else if r.ServiceMonitor != nil || r.PrometheusRule != nil {
+		t.Errorf("monitoring objects rendered in %s", ov.dir)
 	}
 }
 
@@ -344,8 +365,8 @@ func checkPodSpec(t *testing.T, ov overlay, r *rendered, params map[string]strin
 		t.Errorf("updateStrategy %+v, want RollingUpdate maxSurge 1 maxUnavailable 0", u)
 	}
 	ps := ds.Spec.Template.Spec
-	if !ps.HostNetwork {
-		t.Error("hostNetwork is false")
+	if ps.HostNetwork == ov.cilium {
+		t.Errorf("hostNetwork is %v; want it only outside Cilium mode", ps.HostNetwork)
 	}
 	if ps.DNSPolicy != corev1.DNSDefault {
 		t.Errorf("dnsPolicy %q, want Default", ps.DNSPolicy)
@@ -429,8 +450,8 @@ func checkPodSpec(t *testing.T, ov overlay, r *rendered, params map[string]strin
 		t.Errorf("liveness probe too eager: timeout %ds, %d x %ds", lp.TimeoutSeconds, lp.FailureThreshold, lp.PeriodSeconds)
 	}
 	rp := c.ReadinessProbe
-	if rp == nil || rp.HTTPGet == nil || rp.HTTPGet.Host != params["LOCAL_DNS_IP"] {
-		t.Fatalf("readiness probe must be httpGet on LOCAL_DNS_IP: %+v", rp)
+	if rp == nil || rp.HTTPGet == nil || rp.HTTPGet.Host != ov.probeHost(params) {
+		t.Fatalf("readiness probe must be httpGet on %q: %+v", ov.probeHost(params), rp)
 	}
 
 	// Volumes and mounts.
@@ -454,8 +475,17 @@ func checkPodSpec(t *testing.T, ov overlay, r *rendered, params map[string]strin
 			t.Errorf("mount %s: want read-write at %s, got %+v", name, path, m)
 		}
 	}
-	checkHostPath("xtables-lock", "/run/xtables.lock", corev1.HostPathFileOrCreate)
-	checkHostPath("run-nodelocaldns", "/run/nodelocaldns", corev1.HostPathDirectoryOrCreate)
+	if ov.cilium {
+		// A pod-network cache touches nothing on the node.
+		for _, v := range ps.Volumes {
+			if v.HostPath != nil {
+				t.Errorf("Cilium mode mounts host path %s", v.HostPath.Path)
+			}
+		}
+	} else {
+		checkHostPath("xtables-lock", "/run/xtables.lock", corev1.HostPathFileOrCreate)
+		checkHostPath("run-nodelocaldns", "/run/nodelocaldns", corev1.HostPathDirectoryOrCreate)
+	}
 	cv, ok := vols["config-volume"]
 	if !ok || cv.ConfigMap == nil {
 		t.Fatal("no config-volume ConfigMap volume")
@@ -576,8 +606,8 @@ func checkCorefile(t *testing.T, ov overlay, blocks []serverBlock, params map[st
 	if len(healths) != 1 || len(healths[0].args) != 1 {
 		t.Fatalf("want exactly one `health IP:PORT`, got %+v", healths)
 	}
-	if h, p := hostPort(t, healths[0].args[0]); h != params["LOCAL_DNS_IP"] || p != healthPort {
-		t.Errorf("health %s:%d, want %s:%d", h, p, params["LOCAL_DNS_IP"], healthPort)
+	if h, p := hostPort(t, healths[0].args[0]); h != ov.selfIP(params) || p != healthPort {
+		t.Errorf("health %s:%d, want %s:%d", h, p, ov.selfIP(params), healthPort)
 	}
 	if ov.compat {
 		if len(nodelocals) != 0 || len(readys) != 0 {
@@ -588,8 +618,8 @@ func checkCorefile(t *testing.T, ov overlay, blocks []serverBlock, params map[st
 	if len(readys) != 1 || len(readys[0].args) != 1 {
 		t.Fatalf("want exactly one `ready IP:PORT`, got %+v", readys)
 	}
-	if h, p := hostPort(t, readys[0].args[0]); h != params["LOCAL_DNS_IP"] || strconv.Itoa(p) != params["READY_PORT"] {
-		t.Errorf("ready %s:%d, want %s:%s", h, p, params["LOCAL_DNS_IP"], params["READY_PORT"])
+	if h, p := hostPort(t, readys[0].args[0]); h != ov.selfIP(params) || strconv.Itoa(p) != params["READY_PORT"] {
+		t.Errorf("ready %s:%d, want %s:%s", h, p, ov.selfIP(params), params["READY_PORT"])
 	}
 	if p := find(blocks[0].dirs, "ready"); len(p) != 1 {
 		t.Error("ready must sit in the block with nodelocal (it sees only that block's plugins)")
@@ -606,12 +636,16 @@ func checkCorefile(t *testing.T, ov overlay, blocks []serverBlock, params map[st
 	}
 	want := map[string]string{
 		"localip":     strings.Join(wantIPs, " "),
-		"interface":   "nodelocaldns",
+		"interface":   map[bool]string{false: "nodelocaldns", true: "none"}[ov.cilium],
 		"rules":       ov.rules,
 		"upstreamsvc": "kube-dns-upstream",
 		"healthport":  strconv.Itoa(healthPort),
 		"sync":        "10s",
 		"teardown":    ov.teardown,
+	}
+	if ov.cilium {
+		// Two pods on a node share nothing: no coordination directory.
+		want["statedir"] = "none"
 	}
 	for k, v := range want {
 		if got := strings.Join(nl[k], " "); got != v {
@@ -835,4 +869,56 @@ func checkCompatRenders(t *testing.T, r *rendered, corefile string) {
 	if err := plugins.Validate("compat/Corefile", out); err != nil {
 		t.Errorf("Our build rejects the rendered compat Corefile: %v\n%s", err, got)
 	}
+}
+
+// checkCilium checks Cilium mode's redirect policies: the kube-dns Service and
+// LOCAL_DNS_IP, both to the cache pods' port 53 over UDP and TCP, never
+// redirecting the cache's own queries, and a readiness probe quick enough for
+// Cilium to drop a cache that is going away inside health's lameduck.
+func checkCilium(t *testing.T, r *rendered, params map[string]string) {
+	t.Helper()
+	lrps := r.LocalRedirectPolicies
+	svc, addr := lrps["node-local-dns"], lrps["node-local-dns-local-ip"]
+	if svc == nil || addr == nil || len(lrps) != 2 {
+		t.Fatalf("want the policies node-local-dns and node-local-dns-local-ip, got %d", len(lrps))
+	}
+	if m := svc.Spec.RedirectFrontend.ServiceMatcher; m == nil || m.ServiceName != "kube-dns" || m.Namespace != "kube-system" {
+		t.Errorf("node-local-dns must redirect the kube-dns Service: %+v", m)
+	}
+	if m := addr.Spec.RedirectFrontend.AddressMatcher; m == nil || m.IP != params["LOCAL_DNS_IP"] || !dnsPorts(m.ToPorts) {
+		t.Errorf("node-local-dns-local-ip must redirect %s:53 UDP and TCP: %+v", params["LOCAL_DNS_IP"], m)
+	}
+	for name, p := range lrps {
+		if !mapsEqual(p.Spec.RedirectBackend.LocalEndpointSelector.MatchLabels, r.DaemonSet.Spec.Template.Labels) {
+			t.Errorf("%s selects %v, the cache pods are %v", name, p.Spec.RedirectBackend.LocalEndpointSelector.MatchLabels, r.DaemonSet.Spec.Template.Labels)
+		}
+		if !dnsPorts(p.Spec.RedirectBackend.ToPorts) {
+			t.Errorf("%s: backend ports %+v, want 53 UDP and TCP", name, p.Spec.RedirectBackend.ToPorts)
+		}
+		if !p.Spec.SkipRedirectFromBackend {
+			t.Errorf("%s: skipRedirectFromBackend must be true (else the cache's own queries loop back to it)", name)
+		}
+	}
+	rp := r.container(t).ReadinessProbe
+	if rp.HTTPGet.Path != "/ready" || rp.PeriodSeconds*rp.FailureThreshold > 5 {
+		t.Errorf("readiness %s every %ds x %d: Cilium must see the cache not ready within 5 s", rp.HTTPGet.Path, rp.PeriodSeconds, rp.FailureThreshold)
+	}
+	hasPodIP := false
+	for _, e := range r.container(t).Env {
+		hasPodIP = hasPodIP || e.Name == "POD_IP" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "status.podIP"
+	}
+	if !hasPodIP {
+		t.Error("Cilium mode needs POD_IP from status.podIP (the Corefile binds it)")
+	}
+}
+
+func dnsPorts(ps []manifests.LRPPort) bool {
+	seen := map[string]bool{}
+	for _, p := range ps {
+		if p.Port != "53" {
+			return false
+		}
+		seen[p.Protocol] = true
+	}
+	return len(ps) == 2 && seen["UDP"] && seen["TCP"]
 }

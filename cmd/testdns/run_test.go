@@ -361,7 +361,8 @@ func TestCommand(t *testing.T) {
 	if rc := run(append(base, "-json", path), &stdout, &stderr); rc != 0 {
 		t.Fatalf("Exit status %d, stderr:\n%s", rc, stderr.String())
 	}
-	for _, want := range []string{"requests: ", "latency: min ", ">= 200ms: 0\n", "errors: nxdomain="} {
+	// The count of slow lookups depends on the machine's load; only the line is checked.
+	for _, want := range []string{"requests: ", "latency: min ", ">= 200ms: ", "errors: nxdomain="} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("Stdout lacks %q:\n%s", want, stdout.String())
 		}

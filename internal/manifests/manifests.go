@@ -30,6 +30,8 @@ type Objects struct {
 	ServiceAccount *corev1.ServiceAccount
 	ServiceMonitor *ServiceMonitor
 	PrometheusRule *PrometheusRule
+	// LocalRedirectPolicies are Cilium mode's CiliumLocalRedirectPolicy objects, by name.
+	LocalRedirectPolicies map[string]*LocalRedirectPolicy
 	// All names every object as "Kind namespace/name", in rendering order.
 	All []Ref
 }
@@ -54,14 +56,60 @@ type ServiceMonitor struct {
 			MatchNames []string `json:"matchNames"`
 		} `json:"namespaceSelector"`
 		Endpoints []struct {
-			Port        string `json:"port"`
-			Interval    string `json:"interval"`
-			Relabelings []struct {
-				SourceLabels []string `json:"sourceLabels"`
-				TargetLabel  string   `json:"targetLabel"`
-			} `json:"relabelings"`
+			Port              string    `json:"port"`
+			Interval          string    `json:"interval"`
+			ScrapeTimeout     string    `json:"scrapeTimeout,omitempty"`
+			HonorLabels       bool      `json:"honorLabels,omitempty"`
+			Relabelings       []Relabel `json:"relabelings"`
+			MetricRelabelings []Relabel `json:"metricRelabelings,omitempty"`
 		} `json:"endpoints"`
 	} `json:"spec"`
+}
+
+// Relabel is a Prometheus relabel_config as the Prometheus Operator takes it.
+type Relabel struct {
+	SourceLabels []string `json:"sourceLabels,omitempty"`
+	Separator    string   `json:"separator,omitempty"`
+	TargetLabel  string   `json:"targetLabel,omitempty"`
+	Regex        string   `json:"regex,omitempty"`
+	Modulus      uint64   `json:"modulus,omitempty"`
+	Replacement  *string  `json:"replacement,omitempty"`
+	Action       string   `json:"action,omitempty"`
+}
+
+// LocalRedirectPolicy is the part of cilium.io/v2 CiliumLocalRedirectPolicy the
+// project writes: a field not here fails the strict decode.
+type LocalRedirectPolicy struct {
+	APIVersion string     `json:"apiVersion"`
+	Kind       string     `json:"kind"`
+	ObjectMeta ObjectMeta `json:"metadata"`
+	Spec       struct {
+		RedirectFrontend struct {
+			ServiceMatcher *struct {
+				ServiceName string    `json:"serviceName"`
+				Namespace   string    `json:"namespace"`
+				ToPorts     []LRPPort `json:"toPorts,omitempty"`
+			} `json:"serviceMatcher,omitempty"`
+			AddressMatcher *struct {
+				IP      string    `json:"ip"`
+				ToPorts []LRPPort `json:"toPorts"`
+			} `json:"addressMatcher,omitempty"`
+		} `json:"redirectFrontend"`
+		RedirectBackend struct {
+			LocalEndpointSelector struct {
+				MatchLabels map[string]string `json:"matchLabels"`
+			} `json:"localEndpointSelector"`
+			ToPorts []LRPPort `json:"toPorts"`
+		} `json:"redirectBackend"`
+		SkipRedirectFromBackend bool `json:"skipRedirectFromBackend"`
+	} `json:"spec"`
+}
+
+// LRPPort is a port of a CiliumLocalRedirectPolicy frontend or backend.
+type LRPPort struct {
+	Port     string `json:"port"`
+	Name     string `json:"name"`
+	Protocol string `json:"protocol"`
 }
 
 // PrometheusRule is the part of monitoring.coreos.com/v1 PrometheusRule the
@@ -153,7 +201,7 @@ func stripYAMLComments(doc []byte) []byte {
 }
 
 func newObjects() *Objects {
-	return &Objects{Services: map[string]*corev1.Service{}, ConfigMaps: map[string]*corev1.ConfigMap{}}
+	return &Objects{Services: map[string]*corev1.Service{}, ConfigMaps: map[string]*corev1.ConfigMap{}, LocalRedirectPolicies: map[string]*LocalRedirectPolicy{}}
 }
 
 // add decodes one YAML document strictly into its API type.
@@ -197,6 +245,10 @@ func (o *Objects) add(src string, y []byte) error {
 	case "monitoring.coreos.com/v1 ServiceMonitor":
 		o.ServiceMonitor = &ServiceMonitor{}
 		return StrictDecode(what, j, o.ServiceMonitor)
+	case "cilium.io/v2 CiliumLocalRedirectPolicy":
+		p := &LocalRedirectPolicy{}
+		o.LocalRedirectPolicies[ref.Name] = p
+		return StrictDecode(what, j, p)
 	case "monitoring.coreos.com/v1 PrometheusRule":
 		o.PrometheusRule = &PrometheusRule{}
 		return StrictDecode(what, j, o.PrometheusRule)

@@ -61,6 +61,38 @@ func TestDecode(t *testing.T) {
 	}
 }
 
+const lrp = `---
+apiVersion: cilium.io/v2
+kind: CiliumLocalRedirectPolicy
+metadata: {name: node-local-dns, namespace: kube-system}
+spec:
+  redirectFrontend:
+    serviceMatcher: {serviceName: kube-dns, namespace: kube-system}
+  redirectBackend:
+    localEndpointSelector:
+      matchLabels: {k8s-app: node-local-dns}
+    toPorts:
+    - {port: "53", name: dns, protocol: UDP}
+  skipRedirectFromBackend: true
+`
+
+func TestDecodeLocalRedirectPolicy(t *testing.T) {
+	o, err := Decode("test", []byte(stream+lrp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := o.LocalRedirectPolicies["node-local-dns"]
+	if p == nil || p.Spec.RedirectFrontend.ServiceMatcher == nil || p.Spec.RedirectFrontend.ServiceMatcher.ServiceName != "kube-dns" ||
+		!p.Spec.SkipRedirectFromBackend || len(p.Spec.RedirectBackend.ToPorts) != 1 {
+		t.Errorf("Decoded policy %+v", p)
+	}
+	// A misspelt field fails, as the API server's strict validation would.
+	bad := strings.Replace(lrp, "skipRedirectFromBackend", "skipRedirectFromBackends", 1)
+	if _, err := Decode("test", []byte(stream+bad)); err == nil || !strings.Contains(err.Error(), "skipRedirectFromBackends") {
+		t.Errorf("Decode of a misspelt policy field: %v, want an error naming it", err)
+	}
+}
+
 func TestDecodeStrict(t *testing.T) {
 	for _, tc := range []struct{ name, doc, want string }{
 		{"unknown field", strings.Replace(stream, "image: nodelocaldns:dev", "image: nodelocaldns:dev\n        imagePullPolicyy: Always", 1), `unknown field "spec.template.spec.containers[0].imagePullPolicyy"`},
