@@ -18,6 +18,7 @@ type fakeRunner struct {
 	tables   map[string]*fakeTable
 	missing  bool     // the binaries are not installed
 	noSocket bool     // the kernel has no socket match
+	unread   error    // Save fails with it (iptables-legacy-save without CAP_NET_RAW)
 	inputs   []string // every restore input received
 }
 
@@ -79,6 +80,9 @@ func (r *fakeRunner) table(tables map[string]*fakeTable, name string) *fakeTable
 func (r *fakeRunner) Save(table string) (string, error) {
 	if r.missing {
 		return "", fmt.Errorf("%s-save not found", r.name)
+	}
+	if r.unread != nil {
+		return "", r.unread
 	}
 	names := []string{table}
 	if table == "" {

@@ -325,6 +325,9 @@ func (m *Manager) backend(want Backend) (Backend, error) {
 // holds more KUBE- rules; nft (Debian's default) when neither has any.
 func (m *Manager) detect() (Backend, string) {
 	dump := map[Backend]string{}
+	// A backend whose rules cannot be read (iptables-legacy-save needs
+	// CAP_NET_RAW) counts as empty, which can pick the wrong one: say so.
+	var unread []string
 	for _, b := range []Backend{BackendNft, BackendLegacy} {
 		var all strings.Builder
 		for _, f := range families {
@@ -334,11 +337,14 @@ func (m *Manager) detect() (Backend, string) {
 			}
 			out, err := r.Save("")
 			if err != nil {
-				log.Debugf("backend detection: %v", err)
+				unread = append(unread, fmt.Sprintf("%s: %v", r.Name(), err))
 			}
 			all.WriteString(out)
 		}
 		dump[b] = all.String()
+	}
+	if len(unread) > 0 {
+		log.Warningf("Choosing the iptables backend without reading every rule set (%s): the choice may not be kube-proxy's; grant CAP_NET_RAW or set `rules iptables legacy|nft`", strings.Join(unread, "; "))
 	}
 	for _, hint := range []string{"KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"} {
 		for _, b := range []Backend{BackendNft, BackendLegacy} {

@@ -1,8 +1,11 @@
 package rules
 
 import (
+	"bytes"
 	"errors"
+	golog "log"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -255,6 +258,32 @@ func TestAutoBackendTables(t *testing.T) {
 		m := New(WithRunner(newR))
 		if got, err := m.backend(BackendAuto); got != tc.want || err != nil {
 			t.Errorf("Test %q: auto picked %s (%v), want %s", tc.name, got, err, tc.want)
+		}
+	}
+}
+
+// TestAutoBackendUnreadable: a backend whose rules cannot be read (no
+// CAP_NET_RAW for iptables-legacy-save) still lets auto choose, but the log
+// says the choice may be wrong and how to make it right.
+func TestAutoBackendUnreadable(t *testing.T) {
+	var buf bytes.Buffer
+	golog.SetOutput(&buf)
+	t.Cleanup(func() { golog.SetOutput(os.Stderr) })
+
+	all, newR := fakeRunners()
+	for _, ipv6 := range []bool{false, true} {
+		for _, b := range backends {
+			newR(ipv6, b)
+		}
+	}
+	all["iptables-legacy"].unread = errors.New("can't initialize iptables table `raw': Permission denied")
+	m := New(WithRunner(newR))
+	if got, err := m.backend(BackendAuto); got != BackendNft || err != nil {
+		t.Errorf("Auto picked %s (%v), want nft (nothing readable in legacy)", got, err)
+	}
+	for _, want := range []string{"iptables-legacy: can't initialize", "rules iptables legacy|nft"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("Log lacks %q:\n%s", want, buf.String())
 		}
 	}
 }
