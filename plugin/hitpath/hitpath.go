@@ -85,6 +85,7 @@ type tapWriter struct {
 func (t *tapWriter) WriteMsg(m *dns.Msg) error {
 	if fromCacheStore() {
 		t.p.hit = t.h
+		t.p.respLen = m.Len() // what the prometheus plugin records, before the server adds OPT
 		t.p.server = metrics.WithServer(t.ctx)
 		t.p.view = metrics.WithView(t.ctx)
 	}

@@ -247,7 +247,7 @@ func (l *listener) serve() {
 						out[k].Buffers[0] = reply
 						out[k].Addr = m.Addr
 						k++
-						e.counters.count(time.Since(start).Seconds(), len(q), len(reply))
+						e.counters.count(time.Since(start).Seconds(), len(q), e.respLen)
 						continue
 					}
 				}
@@ -279,6 +279,7 @@ type pending struct {
 	nameEnd int
 
 	hit          *HitPath
+	respLen      int
 	server, view string
 }
 
@@ -388,6 +389,7 @@ func (l *listener) learn(h *HitPath, p *pending, m *dns.Msg, reply []byte) {
 	qtype := binary.BigEndian.Uint16(p.q[p.nameEnd:])
 	do := p.key[len(p.key)-1]&0x80 != 0 && p.key[len(p.key)-4] == 1
 	e.counters = l.paths.counters.get(lb, qtype, do, e.rcode, e.denial)
+	e.respLen = p.respLen
 	l.store.put(p.key, e)
 }
 

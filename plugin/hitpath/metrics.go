@@ -12,7 +12,16 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 )
+
+// fastHits counts the cache hits the fast path answered itself.
+var fastHits = promauto.NewCounterVec(prometheus.CounterOpts{
+	Namespace: plugin.Namespace,
+	Subsystem: pluginName,
+	Name:      "answers_total",
+	Help:      "Cache hits answered by the fast path itself, without the plugin chain.",
+}, []string{"server"})
 
 // counters are the metrics a cache hit moves, with their labels bound: what
 // the prometheus plugin (vars.Report) and the cache plugin count for the
@@ -23,6 +32,7 @@ type counters struct {
 	duration, reqSize   prometheus.Observer
 	respSize            prometheus.Observer
 	cacheReq, cacheHit  prometheus.Counter
+	fast                prometheus.Counter
 }
 
 // count counts one hit answered in seconds with a reply of size bytes to a
@@ -40,6 +50,7 @@ func (c *counters) count(seconds float64, qsize, size int) {
 	}
 	c.cacheReq.Inc()
 	c.cacheHit.Inc()
+	c.fast.Inc()
 }
 
 // The cache plugin's counters are not exported; registering the same
@@ -106,6 +117,7 @@ func (b *boundCounters) get(l labels, qtype uint16, do bool, rc int, denial bool
 	c := &counters{
 		cacheReq: req.WithLabelValues(l.server, l.cacheZones, l.view),
 		cacheHit: hits.WithLabelValues(l.server, typ, l.cacheZones, l.view),
+		fast:     fastHits.WithLabelValues(l.server),
 	}
 	if l.metrics {
 		if do {

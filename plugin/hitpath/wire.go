@@ -25,9 +25,11 @@ const maxKey = 255 + 4 + 2 + 7
 
 // queryKey checks that q is a query the fast path may answer and appends its
 // key to dst. A key holds everything of the query that changes the reply
-// besides the ID and the case of the name: the name folded to lower case,
-// type and class, the header flags, and the OPT record (present, UDP size,
-// DO). Anything unusual (not a plain QUERY, more than one question, records
+// besides the ID: the name as spelled, type and class, the header flags,
+// and the OPT record (present, UDP size, DO). The name keeps its case: a
+// name in a reply that points into the question takes the question's case,
+// and CoreDNS's name compression is case sensitive, so whether it points
+// there at all depends on the case asked. Anything unusual (not a plain QUERY, more than one question, records
 // other than one option-less OPT, EDNS version or flags beyond DO, a
 // compressed or malformed name, trailing bytes) gets ok false: the CoreDNS
 // chain answers those. nameEnd is where the name ends in q.
@@ -69,13 +71,7 @@ func queryKey(dst, q []byte) (key []byte, nameEnd int, ok bool) {
 		return dst, 0, false
 	}
 	off += 4
-	for _, c := range q[headerLen:nameEnd] {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		dst = append(dst, c)
-	}
-	dst = append(dst, q[nameEnd:nameEnd+4]...)
+	dst = append(dst, q[headerLen:nameEnd+4]...)
 	dst = append(dst, q[2], q[3])
 	if ar == 0 {
 		if off != len(q) {
@@ -106,7 +102,6 @@ type addrRun struct {
 // same key.
 type entry struct {
 	wire      []byte   // the reply as sent
-	qname     []byte   // the name as asked then, when the reply depends on its case
 	ttlOff    []int    // offsets of the TTL fields that count down (all but OPT)
 	ttl       []uint32 // their values when the reply was sent
 	minTTL    uint32
@@ -116,14 +111,13 @@ type entry struct {
 	denial    bool // the cache counts the hit as denial, else success
 	rcode     int
 	counters  *counters
-	lenQuery  int
+	respLen   int // the reply's size as the prometheus plugin counts it
 	expiresAt int64 // seen + minTTL seconds
 }
 
 // answerInto writes into dst the reply of e to query q (whose name ends at
 // nameEnd), as at now, and reports whether e can answer: false once the
-// TTL left is at or below the prefetch point, or when the reply depends on
-// the case of the name and q's differs.
+// TTL left is at or below the prefetch point.
 func (e *entry) answerInto(dst, q []byte, nameEnd int, now int64) ([]byte, bool) {
 	if now < e.seen {
 		return dst, false
@@ -132,12 +126,8 @@ func (e *entry) answerInto(dst, q []byte, nameEnd int, now int64) ([]byte, bool)
 	if elapsed >= e.minTTL || e.minTTL-elapsed <= e.stopAt {
 		return dst, false
 	}
-	if e.qname != nil && !bytes.Equal(e.qname, q[headerLen:nameEnd]) {
-		return dst, false
-	}
 	dst = append(dst[:0], e.wire...)
 	dst[0], dst[1] = q[0], q[1]
-	copy(dst[headerLen:nameEnd], q[headerLen:nameEnd])
 	for i, off := range e.ttlOff {
 		binary.BigEndian.PutUint32(dst[off:], e.ttl[i]-elapsed)
 	}
@@ -248,7 +238,7 @@ func newEntry(reply, q []byte, nameEnd int, shuffled bool, now int64) *entry {
 	if reply[2]&0x80 == 0 {
 		return nil
 	}
-	e := &entry{wire: reply, seen: now, rcode: int(reply[3] & 0x0f), lenQuery: len(q)}
+	e := &entry{wire: reply, seen: now, rcode: int(reply[3] & 0x0f)}
 	switch e.rcode {
 	case rcodeNXDomain:
 		e.denial = true
@@ -279,19 +269,6 @@ func newEntry(reply, q []byte, nameEnd int, shuffled bool, now int64) *entry {
 		return nil
 	}
 	e.expiresAt = now + int64(e.minTTL)*1e9
-	// A name in the answer that points into the question takes the case of
-	// the question it is packed with; CoreDNS's name compression is case
-	// sensitive, so such a reply only suits queries spelled the same way.
-	// Any two bytes that could be such a pointer count, to be safe.
-	for i := qEnd; i+1 < len(reply); i++ {
-		if reply[i]&0xc0 == 0xc0 {
-			p := int(reply[i]&0x3f)<<8 | int(reply[i+1])
-			if p >= headerLen && p < nameEnd {
-				e.qname = bytes.Clone(q[headerLen:nameEnd])
-				break
-			}
-		}
-	}
 	if shuffled && e.rcode == rcodeSuccess {
 		for _, sec := range secs {
 			run, ok := addressRun(reply, sec)
