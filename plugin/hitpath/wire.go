@@ -111,7 +111,7 @@ type entry struct {
 	denial    bool // the cache counts the hit as denial, else success
 	rcode     int
 	counters  *counters
-	respLen   int // the reply's size as the prometheus plugin counts it
+	respLen   int   // the reply's size as the prometheus plugin counts it
 	expiresAt int64 // seen + minTTL seconds
 }
 
