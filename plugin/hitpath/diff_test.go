@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,6 +56,9 @@ func freePort(t *testing.T) int {
 	return 0
 }
 
+// upstreamDown makes the upstream drop every query.
+var upstreamDown atomic.Bool
+
 // upstream is the authoritative server both caches forward to.
 func upstream(t *testing.T) string {
 	t.Helper()
@@ -63,6 +67,9 @@ func upstream(t *testing.T) string {
 		return rr
 	}
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		if upstreamDown.Load() {
+			return
+		}
 		m := new(dns.Msg)
 		m.SetReply(r)
 		m.Authoritative = true
@@ -90,6 +97,8 @@ func upstream(t *testing.T) string {
 			for i := 1; i <= 60; i++ {
 				add(fmt.Sprintf("big.test. 300 IN A 198.18.7.%d", i))
 			}
+		case name == "short.test." && q.Qtype == dns.TypeA:
+			add("short.test. 4 IN A 198.18.8.1")
 		case name == "alias.test." && q.Qtype == dns.TypeA:
 			add("alias.test. 300 IN CNAME a.test.")
 			add("a.test. 300 IN A 198.18.5.1")
