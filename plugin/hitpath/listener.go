@@ -242,7 +242,7 @@ func (l *listener) serve() {
 			if ok && m.Flags&unix.MSG_TRUNC == 0 {
 				if e := l.store.get(key); e != nil {
 					var reply []byte
-					if reply, ok = e.answerInto(outBufs[k], q, nameEnd, now); ok {
+					if reply, ok = e.answerInto(outBufs[k], q, now); ok {
 						outBufs[k] = reply
 						out[k].Buffers[0] = reply
 						out[k].Addr = m.Addr

@@ -115,10 +115,10 @@ type entry struct {
 	expiresAt int64 // seen + minTTL seconds
 }
 
-// answerInto writes into dst the reply of e to query q (whose name ends at
-// nameEnd), as at now, and reports whether e can answer: false once the
-// TTL left is at or below the prefetch point.
-func (e *entry) answerInto(dst, q []byte, nameEnd int, now int64) ([]byte, bool) {
+// answerInto writes into dst the reply of e to query q (which has e's key),
+// as at now, and reports whether e can answer: false once the TTL left is
+// at or below the prefetch point.
+func (e *entry) answerInto(dst, q []byte, now int64) ([]byte, bool) {
 	if now < e.seen {
 		return dst, false
 	}
