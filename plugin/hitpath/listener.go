@@ -378,8 +378,13 @@ func (l *listener) learn(h *HitPath, p *pending, m *dns.Msg, reply []byte) {
 	if e == nil {
 		return
 	}
+	// The TTL the fast path counts down runs up to a second behind the
+	// cache's (the cache stored the reply a moment before it was seen), so
+	// it hands a reply back to the chain a second early: it never answers
+	// what the cache would find expired or due for prefetch.
+	e.stopAt = 1
 	if h.prefetchPct > 0 {
-		e.stopAt = uint32((uint64(e.minTTL)*uint64(h.prefetchPct) + 99) / 100)
+		e.stopAt += uint32((uint64(e.minTTL)*uint64(h.prefetchPct) + 99) / 100)
 	}
 	lb := h.labels
 	lb.server, lb.view, lb.family = p.server, p.view, l.fam
