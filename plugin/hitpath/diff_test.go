@@ -369,7 +369,25 @@ func TestDifferential(t *testing.T) {
 			}
 		}
 	}
-	fast1, stock1 := counterValues(t, fastServer, compared...), counterValues(t, stockServer, compared...)
+	// The prometheus plugin reports a query after its reply is out: wait
+	// for both servers to have reported every query.
+	sent := float64(3 * len(qs))
+	durations := func(m map[string]float64) (n float64) {
+		for k, v := range m {
+			if strings.HasPrefix(k, "coredns_dns_request_duration_seconds") && strings.HasSuffix(k, " count") {
+				n += v
+			}
+		}
+		return n
+	}
+	var fast1, stock1 map[string]float64
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		fast1, stock1 = counterValues(t, fastServer, compared...), counterValues(t, stockServer, compared...)
+		if durations(fast1)-durations(fast0) == sent && durations(stock1)-durations(stock0) == sent || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	answered := counterValues(t, fastServer, "coredns_hitpath_answers_total")["coredns_hitpath_answers_total{}"] - answered0
 	if answered != want {
 		t.Errorf("Fast path answered %v queries of rounds 3 and 4, want %v (every one not truncated)", answered, want)

@@ -127,6 +127,7 @@ type paths struct {
 	blocks     []*HitPath
 	stores     map[string]*store
 	claimed    map[uint64]bool
+	before     map[udpSocket]bool // the process's UDP descriptors before the instance's listeners opened
 	listeners  []*listener
 	restarting bool
 	counters   boundCounters

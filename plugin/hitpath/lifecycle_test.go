@@ -69,11 +69,19 @@ func TestReload(t *testing.T) {
 	ask := func(n int) float64 {
 		t.Helper()
 		before := fastAnswers(t, server)
+		trace := ""
 		for i := range n {
+			b := fastAnswers(t, server)
 			if m := exchange(t, addr, q.pack(uint16(i))); len(m.Answer) != 1 {
 				t.Fatalf("Answer %v", m.Answer)
 			}
+			if fastAnswers(t, server) > b {
+				trace += "F"
+			} else {
+				trace += "c"
+			}
 		}
+		t.Log(trace)
 		return fastAnswers(t, server) - before
 	}
 	if n := ask(5); n < 3 {

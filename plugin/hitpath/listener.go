@@ -3,7 +3,6 @@ package hitpath
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -16,8 +15,6 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 
 	"github.com/miekg/dns"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,13 +25,6 @@ const (
 	udpSize = dns.MinMsgSize
 )
 
-// batchConn is what ipv4.PacketConn and ipv6.PacketConn have in common:
-// recvmmsg and sendmmsg.
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
-
 // listener serves one of CoreDNS's UDP sockets: cache hits it answers from
 // its store, in batches; every other query goes to the server's ServeDNS,
 // as miekg/dns would have sent it.
@@ -43,13 +33,13 @@ type listener struct {
 	paths *paths
 	store *store
 	ino   uint64
-	conn  *net.UDPConn
-	bc    batchConn
+	fd    int // CoreDNS's descriptor of the socket
+	io    *batchIO
 	local *net.UDPAddr
 	fam   string
 
 	stopOnce sync.Once
-	done     chan struct{}
+	exited   chan struct{}
 }
 
 // owners maps a socket (by inode) to the listener serving it, across
@@ -74,28 +64,28 @@ func listenAddr(addr string) (netip.AddrPort, bool) {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }
 
-// udpSocket is one of this process's UDP sockets bound to an address.
+// udpSocket is a descriptor of one of this process's UDP sockets.
 type udpSocket struct {
-	fd  int
-	ino uint64
+	fd   int
+	ino  uint64
+	addr netip.AddrPort
 }
 
-// udpSockets lists this process's UDP sockets bound to ap, one per socket
-// (a socket open under several descriptors is listed once).
+// udpSockets lists this process's descriptors of UDP sockets bound to ap,
+// or of all its UDP sockets when ap is the zero value.
 func udpSockets(ap netip.AddrPort) ([]udpSocket, error) {
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return nil, fmt.Errorf("list own sockets: %w", err)
 	}
 	var out []udpSocket
-	seen := map[uint64]bool{}
 	for _, e := range entries {
 		fd, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
 		var st unix.Stat_t
-		if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK || seen[st.Ino] {
+		if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 			continue
 		}
 		if p, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil || p != unix.IPPROTO_UDP {
@@ -114,17 +104,17 @@ func udpSockets(ap netip.AddrPort) ([]udpSocket, error) {
 		default:
 			continue
 		}
-		if got == ap {
-			seen[st.Ino] = true
-			out = append(out, udpSocket{fd: fd, ino: st.Ino})
+		if got == ap || !ap.IsValid() {
+			out = append(out, udpSocket{fd: fd, ino: st.Ino, addr: got})
 		}
 	}
 	return out, nil
 }
 
 // openListener takes one socket of srv's address that no listener of this
-// instance serves yet, and returns a listener for it, after stopping any
-// listener of an older instance that served it.
+// instance serves yet, through this instance's descriptor of it, and
+// returns a listener for it, after stopping any listener of an older
+// instance that served it.
 func (ps *paths) openListener(srv *dnsserver.Server, ap netip.AddrPort) (*listener, error) {
 	socks, err := udpSockets(ap)
 	if err != nil {
@@ -132,57 +122,46 @@ func (ps *paths) openListener(srv *dnsserver.Server, ap netip.AddrPort) (*listen
 	}
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	for _, s := range socks {
-		if ps.claimed[s.ino] {
+	ownersMu.Lock()
+	// A reload gives the new instance a descriptor of its own for each
+	// socket; the older instances' descriptors close when they are gone
+	// (or when CoreDNS stops serving them), so a listener must read its own
+	// instance's: one opened after the instance started up.
+	var pick *udpSocket
+	for i, s := range socks {
+		if ps.claimed[s.ino] || ps.before[udpSocket{fd: s.fd, ino: s.ino, addr: s.addr}] {
 			continue
 		}
-		dup, err := unix.FcntlInt(uintptr(s.fd), unix.F_DUPFD_CLOEXEC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("duplicate UDP socket %s: %w", ap, err)
-		}
-		f := os.NewFile(uintptr(dup), "udp "+ap.String())
-		pc, err := net.FilePacketConn(f)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("open UDP socket %s: %w", ap, err)
-		}
-		conn := pc.(*net.UDPConn)
-		l := &listener{srv: srv, paths: ps, store: ps.storeFor(srv.Addr), ino: s.ino, conn: conn,
-			local: net.UDPAddrFromAddrPort(ap), fam: familyLabel(ap.Addr().Is6()), done: make(chan struct{})}
-		if ap.Addr().Is6() {
-			l.bc = ipv6.NewPacketConn(conn)
-		} else {
-			l.bc = ipv4.NewPacketConn(conn)
-		}
-		ps.claimed[s.ino] = true
-		ps.listeners = append(ps.listeners, l)
-		ownersMu.Lock()
-		old := owners[s.ino]
-		owners[s.ino] = l
+		pick = &socks[i]
+		break
+	}
+	if pick == nil {
 		ownersMu.Unlock()
-		if old != nil {
-			old.stop()
-		}
-		return l, nil
+		return nil, fmt.Errorf("no UDP socket of %s left to serve", ap)
 	}
-	return nil, fmt.Errorf("no UDP socket of %s left to serve", ap)
+	old := owners[pick.ino]
+	ownersMu.Unlock()
+	if old != nil {
+		old.stop() // before its instance, and the descriptor it reads, go
+	}
+	bio, err := newBatchIO(pick.fd, batchSize, udpSize)
+	if err != nil {
+		return nil, err
+	}
+	l := &listener{srv: srv, paths: ps, store: ps.storeFor(srv.Addr), ino: pick.ino, fd: pick.fd, io: bio,
+		local: net.UDPAddrFromAddrPort(ap), fam: familyLabel(ap.Addr().Is6()), exited: make(chan struct{})}
+	ps.claimed[pick.ino] = true
+	ps.listeners = append(ps.listeners, l)
+	ownersMu.Lock()
+	owners[pick.ino] = l
+	ownersMu.Unlock()
+	return l, nil
 }
 
-// stop makes the listener's loop return.
+// stop makes the listener's loop return and waits for it.
 func (l *listener) stop() {
-	l.stopOnce.Do(func() {
-		close(l.done)
-		l.conn.SetReadDeadline(time.Unix(1, 0))
-	})
-}
-
-func (l *listener) stopped() bool {
-	select {
-	case <-l.done:
-		return true
-	default:
-		return false
-	}
+	l.stopOnce.Do(l.io.stop)
+	<-l.exited
 }
 
 // serve reads queries in batches until the listener stops, answers the
@@ -195,43 +174,36 @@ func (l *listener) serve() {
 			delete(owners, l.ino)
 		}
 		ownersMu.Unlock()
-		l.conn.Close()
+		l.io.close()
+		close(l.exited)
 	}()
-	in := make([]ipv4.Message, batchSize)
-	for i := range in {
-		in[i].Buffers = [][]byte{make([]byte, udpSize)}
+	replies := make([][]byte, batchSize)
+	bufs := make([][]byte, batchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, 0, 512)
 	}
-	out := make([]ipv4.Message, batchSize)
-	outBufs := make([][]byte, batchSize)
-	for i := range outBufs {
-		outBufs[i] = make([]byte, 0, 512)
-		out[i].Buffers = [][]byte{nil}
-	}
+	from := make([]int, batchSize)
 	key := make([]byte, 0, maxKey)
 	for {
-		n, err := l.bc.ReadBatch(in, 0)
+		n, err := l.io.read()
 		if err != nil {
-			if l.stopped() {
+			if err == errStopped {
 				return
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			if errors.Is(err, net.ErrClosed) {
+			if err == errClosed {
+				log.Warningf("Stopped serving a UDP socket of %s: %v", l.local, err)
 				return
 			}
-			log.Warningf("Read from %s: %v", l.local, err)
-			time.Sleep(10 * time.Millisecond)
+			log.Debugf("Read from %s: %v", l.local, err)
+			time.Sleep(time.Millisecond) // a socket error: do not spin on it
 			continue
 		}
 		start := time.Now()
 		now := start.UnixNano()
 		k := 0
-		for i := range in[:n] {
-			m := &in[i]
-			q := m.Buffers[0][:m.N]
-			if m.N < headerLen {
+		for i := range n {
+			q := l.io.bufs[i][:l.io.hdrs[i].Len]
+			if len(q) < headerLen {
 				continue // as miekg/dns: too short to answer
 			}
 			var (
@@ -239,13 +211,13 @@ func (l *listener) serve() {
 				ok      bool
 			)
 			key, nameEnd, ok = queryKey(key[:0], q)
-			if ok && m.Flags&unix.MSG_TRUNC == 0 {
+			if ok && !l.io.truncated(i) {
 				if e := l.store.get(key); e != nil {
 					var reply []byte
-					if reply, ok = e.answerInto(outBufs[k], q, now); ok {
-						outBufs[k] = reply
-						out[k].Buffers[0] = reply
-						out[k].Addr = m.Addr
+					if reply, ok = e.answerInto(bufs[k], q, now); ok {
+						bufs[k] = reply
+						replies[k] = reply
+						from[k] = i
 						k++
 						e.counters.count(time.Since(start).Seconds(), len(q), e.respLen)
 						continue
@@ -256,16 +228,12 @@ func (l *listener) serve() {
 			if ok {
 				p.key, p.nameEnd = string(key), nameEnd
 			}
-			addr, _ := m.Addr.(*net.UDPAddr)
-			go l.slow(p, addr)
+			go l.slow(p, l.io.addr(i))
 		}
-		for sent := 0; sent < k; {
-			w, err := l.bc.WriteBatch(out[sent:k], 0)
-			if err != nil {
-				log.Debugf("Write to clients from %s: %v", l.local, err)
-				break
+		if k > 0 {
+			if err := l.io.write(replies[:k], from[:k]); err == errStopped {
+				return
 			}
-			sent += w
 		}
 	}
 }
@@ -354,7 +322,10 @@ func (w *writer) TsigTimersOnly(bool)  {}
 func (w *writer) Hijack()              {}
 
 func (w *writer) Write(b []byte) (int, error) {
-	return w.l.conn.WriteToUDP(b, w.remote)
+	if err := w.l.io.sendTo(b, w.remote); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
 
 func (w *writer) WriteMsg(m *dns.Msg) error {
@@ -362,13 +333,12 @@ func (w *writer) WriteMsg(m *dns.Msg) error {
 	if err != nil {
 		return err
 	}
-	if _, err := w.Write(data); err != nil {
-		return err
-	}
+	// Learn first: the client may ask again as soon as it has the reply.
 	if h := w.p.hit; h != nil && w.p.key != "" && !m.Truncated {
 		w.l.learn(h, w.p, m, data)
 	}
-	return nil
+	_, err = w.Write(data)
+	return err
 }
 
 // learn stores reply, the chain's answer to p from the cache, for the next

@@ -3,6 +3,7 @@ package hitpath
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"reflect"
 	"strings"
 
@@ -79,8 +80,18 @@ func (ps *paths) setRestarting(r bool) {
 // check decides, once the servers are built, in which blocks the fast path
 // is on, and says in the log where it is off and why.
 func (ps *paths) check() error {
+	// CoreDNS opens the listeners after OnStartup: every UDP descriptor
+	// there now belongs to an older instance (or to something else).
+	socks, err := udpSockets(netip.AddrPort{})
+	if err != nil {
+		return plugin.Error(pluginName, err)
+	}
 	ps.mu.Lock()
 	blocks := ps.blocks
+	ps.before = map[udpSocket]bool{}
+	for _, s := range socks {
+		ps.before[s] = true
+	}
 	ps.mu.Unlock()
 	for _, h := range blocks {
 		why := h.check()
