@@ -150,8 +150,12 @@ func (ps *paths) onFor(addr string) bool {
 	return false
 }
 
-// storeFor returns the store of addr, sized for the largest cache of the
-// blocks there. ps.mu is held.
+// maxEntries bounds a store: a few hundred bytes an entry, and the chain
+// answers whatever it lacks.
+const maxEntries = 10000
+
+// storeFor returns the store of addr, sized for the caches of the blocks
+// there, up to maxEntries. ps.mu is held.
 func (ps *paths) storeFor(addr string) *store {
 	if s, ok := ps.stores[addr]; ok {
 		return s
@@ -164,6 +168,7 @@ func (ps *paths) storeFor(addr string) *store {
 			}
 		}
 	}
+	max = min(max, maxEntries)
 	s := newStore(max)
 	ps.stores[addr] = s
 	return s

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
+	"runtime"
 	"strings"
 
 	"github.com/coredns/caddy"
@@ -149,6 +150,9 @@ func (h *HitPath) check() string {
 				h.labels.plugin = hs[i+1].Name() // the plugin the metrics recorder names
 			}
 		case "loadbalance":
+			if !roundRobin(hd) {
+				return "loadbalance orders answers by a policy other than round_robin"
+			}
 			h.shuffled = true
 		}
 	}
@@ -194,4 +198,23 @@ func (h *HitPath) check() string {
 // blockName names a block in the log: its zone and port.
 func blockName(cfg *dnsserver.Config) string {
 	return cfg.Zone + ":" + cfg.Port
+}
+
+// roundRobin reports whether a loadbalance handler shuffles with its plain
+// round_robin policy (not weighted, no preferred subnets), the order the
+// fast path copies.
+func roundRobin(h plugin.Handler) bool {
+	f := reflect.ValueOf(h)
+	if f.Kind() == reflect.Pointer {
+		f = f.Elem()
+	}
+	if f.Kind() != reflect.Struct {
+		return false
+	}
+	sh := f.FieldByName("shuffle")
+	if !sh.IsValid() || sh.Kind() != reflect.Func || sh.IsNil() {
+		return false
+	}
+	fn := runtime.FuncForPC(sh.Pointer())
+	return fn != nil && fn.Name() == "github.com/coredns/coredns/plugin/loadbalance.randomShuffle"
 }
