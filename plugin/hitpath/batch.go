@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"sync/atomic"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -22,11 +25,18 @@ var (
 // It works on CoreDNS's own descriptor of the socket, the one CoreDNS's
 // server got, and never closes it: a descriptor of its own would be one
 // more socket for whoever counts a process's sockets on an address (the
-// reuseport steering of nodelocal does). Waiting is a poll on the socket
-// and on an eventfd that stop writes to.
+// reuseport steering of nodelocal does). To wait for queries it puts the
+// socket and an eventfd (which stop writes to) in an epoll set of its own
+// and lets Go's netpoller wait on that, so a waiting listener is a parked
+// goroutine, not a thread blocked in a system call.
 type batchIO struct {
 	fd   int
 	wake int
+	ep   *os.File      // an epoll set of fd and wake, which Go's netpoller waits on
+	rc   syscall.RawConn
+	evs  [2]unix.EpollEvent
+
+	stopped atomic.Bool
 
 	bufs  [][]byte
 	names []unix.RawSockaddrInet6 // room for either family
@@ -42,7 +52,31 @@ func newBatchIO(fd, n, size int) (*batchIO, error) {
 	if err != nil {
 		return nil, fmt.Errorf("make eventfd: %w", err)
 	}
-	b := &batchIO{fd: fd, wake: wake, bufs: make([][]byte, n), names: make([]unix.RawSockaddrInet6, n),
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		unix.Close(wake)
+		return nil, fmt.Errorf("make epoll set: %w", err)
+	}
+	for _, w := range []int{fd, wake} {
+		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, w, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(w)}); err != nil {
+			unix.Close(wake)
+			unix.Close(epfd)
+			return nil, fmt.Errorf("add descriptor %d to epoll set: %w", w, err)
+		}
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(wake)
+		unix.Close(epfd)
+		return nil, fmt.Errorf("set epoll set non-blocking: %w", err)
+	}
+	ep := os.NewFile(uintptr(epfd), "hitpath epoll")
+	rc, err := ep.SyscallConn()
+	if err != nil {
+		unix.Close(wake)
+		ep.Close()
+		return nil, fmt.Errorf("epoll set: %w", err)
+	}
+	b := &batchIO{fd: fd, wake: wake, ep: ep, rc: rc, bufs: make([][]byte, n), names: make([]unix.RawSockaddrInet6, n),
 		iov: make([]unix.Iovec, n), hdrs: make([]unix.Mmsghdr, n), oiov: make([]unix.Iovec, n), ohdrs: make([]unix.Mmsghdr, n)}
 	for i := range n {
 		b.bufs[i] = make([]byte, size)
@@ -59,6 +93,9 @@ func newBatchIO(fd, n, size int) (*batchIO, error) {
 // b.bufs[i][:b.hdrs[i].Len], from b.names[i]; b.truncated(i) says it was
 // longer than the buffer.
 func (b *batchIO) read() (int, error) {
+	if b.stopped.Load() {
+		return 0, errStopped // also under a load that never lets it wait
+	}
 	for i := range b.hdrs {
 		b.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
 		b.hdrs[i].Hdr.Flags = 0
@@ -73,7 +110,7 @@ func (b *batchIO) read() (int, error) {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			if err := b.wait(unix.POLLIN); err != nil {
+			if err := b.waitRead(); err != nil {
 				return 0, err
 			}
 		case unix.EBADF:
@@ -115,6 +152,37 @@ func (b *batchIO) write(replies [][]byte, from []int) error {
 	return nil
 }
 
+// waitRead parks until the socket has a query or the listener stops.
+func (b *batchIO) waitRead() error {
+	var stopped bool
+	var werr error
+	err := b.rc.Read(func(uintptr) bool {
+		n, err := unix.EpollWait(int(b.ep.Fd()), b.evs[:], 0)
+		if err == unix.EINTR || n == 0 {
+			return false // not ready: the netpoller waits for the set
+		}
+		if err != nil {
+			werr = err
+			return true
+		}
+		for _, ev := range b.evs[:n] {
+			if int(ev.Fd) == b.wake {
+				stopped = true
+			}
+		}
+		return true
+	})
+	switch {
+	case stopped:
+		return errStopped
+	case werr != nil:
+		return fmt.Errorf("wait for UDP socket: %w", werr)
+	case err != nil:
+		return fmt.Errorf("wait for UDP socket: %w", err)
+	}
+	return nil
+}
+
 // wait blocks until the socket has the events ev or the listener stops.
 func (b *batchIO) wait(ev int16) error {
 	fds := []unix.PollFd{{Fd: int32(b.fd), Events: ev}, {Fd: int32(b.wake), Events: unix.POLLIN}}
@@ -138,13 +206,17 @@ func (b *batchIO) wait(ev int16) error {
 
 // stop makes read and write return errStopped.
 func (b *batchIO) stop() {
+	b.stopped.Store(true)
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
 	unix.Write(b.wake, one[:])
 }
 
-// close releases the eventfd; the socket stays CoreDNS's.
-func (b *batchIO) close() { unix.Close(b.wake) }
+// close releases the eventfd and the epoll set; the socket stays CoreDNS's.
+func (b *batchIO) close() {
+	b.ep.Close()
+	unix.Close(b.wake)
+}
 
 // addr returns the sender of query i.
 func (b *batchIO) addr(i int) *net.UDPAddr {

@@ -360,7 +360,10 @@ func TestDifferential(t *testing.T) {
 			if f.Id != id {
 				t.Errorf("Round %d, %v: reply ID %d, want %d", round, q, f.Id, id)
 			}
-			if round > 2 && !f.Truncated {
+			// The fast path answers while the TTL left is 2 s or more (it
+			// hands the last second back to the chain); a slow round can
+			// take the 5 s denials there.
+			if round > 2 && !f.Truncated && minTTL(f) >= 2 {
 				want++
 				if os.Getenv("HITPATH_DEBUG") != "" {
 					a := counterValues(t, fastServer, "coredns_hitpath_answers_total")["coredns_hitpath_answers_total{}"]
@@ -390,7 +393,7 @@ func TestDifferential(t *testing.T) {
 	}
 	answered := counterValues(t, fastServer, "coredns_hitpath_answers_total")["coredns_hitpath_answers_total{}"] - answered0
 	if answered != want {
-		t.Errorf("Fast path answered %v queries of rounds 3 and 4, want %v (every one not truncated)", answered, want)
+		t.Errorf("Fast path answered %v queries of rounds 3 and 4, want %v (every one not truncated with 2 s left)", answered, want)
 	}
 	delta := func(a, b map[string]float64) map[string]float64 {
 		d := map[string]float64{}
@@ -527,4 +530,17 @@ func logTo(t *testing.T, buf *bytes.Buffer) {
 	old := stdlog.Writer()
 	stdlog.SetOutput(&lockedBuffer{buf: buf})
 	t.Cleanup(func() { stdlog.SetOutput(old) })
+}
+
+// minTTL returns the smallest TTL in m, OPT aside.
+func minTTL(m *dns.Msg) uint32 {
+	least := ^uint32(0)
+	for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+		for _, rr := range sec {
+			if rr.Header().Rrtype != dns.TypeOPT {
+				least = min(least, rr.Header().Ttl)
+			}
+		}
+	}
+	return least
 }

@@ -2,7 +2,6 @@ package hitpath
 
 import (
 	"errors"
-	"fmt"
 	"strconv"
 	"sync"
 
@@ -97,7 +96,15 @@ type labels struct {
 // does not look up label values each time.
 type boundCounters struct {
 	mu sync.Mutex
-	m  map[string]*counters
+	m  map[counterKey]*counters
+}
+
+type counterKey struct {
+	l      labels
+	qtype  uint16
+	do     bool
+	rc     int
+	denial bool
 }
 
 // get returns the counters of a hit with l, for a query of qtype with the DO
@@ -107,7 +114,7 @@ func (b *boundCounters) get(l labels, qtype uint16, do bool, rc int, denial bool
 	if denial {
 		typ = "denial"
 	}
-	k := fmt.Sprint(l, qtype, do, rc, denial)
+	k := counterKey{l, qtype, do, rc, denial}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if c, ok := b.m[k]; ok {
@@ -130,7 +137,7 @@ func (b *boundCounters) get(l labels, qtype uint16, do bool, rc int, denial bool
 		c.rcode = vars.ResponseRcode.WithLabelValues(l.server, l.zone, l.view, rcode.ToString(rc), l.plugin)
 	}
 	if b.m == nil {
-		b.m = map[string]*counters{}
+		b.m = map[counterKey]*counters{}
 	}
 	b.m[k] = c
 	return c
