@@ -32,7 +32,7 @@ var (
 type batchIO struct {
 	fd   int
 	wake int
-	ep   *os.File      // an epoll set of fd and wake, which Go's netpoller waits on
+	ep   *os.File // an epoll set of fd and wake, which Go's netpoller waits on
 	rc   syscall.RawConn
 	evs  [2]unix.EpollEvent
 
