@@ -79,7 +79,7 @@ run() { # name binary corefile
 	t1=$(date +%s.%N)
 	first=$(echo "$t1 - $t0" | bc)
 	if [ "$(echo "$first > 1" | bc)" = 1 ]; then
-		echo "$name: slow first answer; tries:" >&2; sort "$W/$name.firsttries" | uniq -c -f1 | head -5 >&2
+		echo "$name: slow first answer; tries:" >&2; { sort "$W/$name.firsttries" 2>/dev/null || true; } | uniq -c -f1 | head -5 >&2
 	fi
 	rm -f "$W/$name.firsttries"
 	sleep 2

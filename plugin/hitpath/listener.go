@@ -129,7 +129,7 @@ func (ps *paths) openListener(srv *dnsserver.Server, ap netip.AddrPort) (*listen
 	// instance's: one opened after the instance started up.
 	var pick *udpSocket
 	for i, s := range socks {
-		if ps.claimed[s.ino] || ps.before[udpSocket{fd: s.fd, ino: s.ino, addr: s.addr}] {
+		if ps.claimed[s.ino] || ps.before[s] {
 			continue
 		}
 		pick = &socks[i]
