@@ -45,10 +45,3 @@ func (s *store) put(key string, e *entry) {
 	}
 	s.m[key] = e
 }
-
-// len returns how many entries the store holds.
-func (s *store) len() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return len(s.m)
-}
