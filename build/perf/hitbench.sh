@@ -11,14 +11,17 @@
 # lookups at once (bin/testdns -resolver system) for SECONDS, and counts the
 # server's UDP receive-buffer drops (UdpRcvbufErrors).
 # COREFILE defaults to Corefile.example with nodelocal's lines dropped when the
-# binary is not ours (its -plugins lacks nodelocal). Root only.
+# binary is not ours (its -plugins lacks nodelocal); a BINARY named unbound
+# gets `-d -c COREFILE` (an unbound.conf). STOCK=BINARY sets the stock CoreDNS
+# that serves the upstream zone; SERVER_CPUS and SERVER_GOMAXPROCS the server's
+# CPUs (default 0) and GOMAXPROCS (default 1). Root only.
 set -euo pipefail
 ROUNDS=3 LEN=10 OUT=100 NAMES=${NAMES:-500} PPROF=${PPROF:-}
 while getopts r:l:q: o; do case $o in r) ROUNDS=$OPTARG;; l) LEN=$OPTARG;; q) OUT=$OPTARG;; *) exit 2;; esac; done
 shift $((OPTIND-1))
-[ $# -ge 1 ] || { sed -n 2,12p "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,17p "$0"; exit 2; }
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-STOCK=/root/.cache/nodelocaldns/stock-coredns-v1.15.0/coredns
+STOCK=${STOCK:-/root/.cache/nodelocaldns/stock-coredns-v1.15.0/coredns}
 NS=perf$$ W=$(mktemp -d /tmp/hitbench.XXXX)
 UP=""
 cleanup() {
@@ -64,7 +67,9 @@ HZ=$(getconf CLK_TCK)
 run() { # name binary corefile
 	local name=$1 bin=$2 conf=$3 p1 p2 pid t0 t1 c0 c1 u0 u1 first rss0 rss1 out q qps
 	t0=$(date +%s.%N)
-	ip netns exec "$NS" env KUBE_DNS_UPSTREAM_SERVICE_HOST=198.18.0.11 GOMAXPROCS=${SERVER_GOMAXPROCS:-1} taskset -c 0 "$bin" -conf "$conf" >"$W/$name.log" 2>&1 &
+	local args=(-conf "$conf")
+	case $bin in *unbound) args=(-d -c "$conf");; esac
+	ip netns exec "$NS" env KUBE_DNS_UPSTREAM_SERVICE_HOST=198.18.0.11 GOMAXPROCS=${SERVER_GOMAXPROCS:-1} taskset -c "${SERVER_CPUS:-0}" "$bin" "${args[@]}" >"$W/$name.log" 2>&1 &
 	pid=$!
 	for _ in $(seq 500); do
 		if nsx dig +tries=1 +time=1 @169.254.20.10 first.cluster.local A >"$W/$name.dig" 2>&1 && grep -q 198.18.5.5 "$W/$name.dig"; then break; fi
@@ -74,7 +79,7 @@ run() { # name binary corefile
 	t1=$(date +%s.%N)
 	first=$(echo "$t1 - $t0" | bc)
 	if [ "$(echo "$first > 1" | bc)" = 1 ]; then
-		echo "$name: slow first answer; tries:" >&2; sort "$W/$name.firsttries" | uniq -c -f1 | head -5 >&2
+		echo "$name: slow first answer; tries:" >&2; { sort "$W/$name.firsttries" 2>/dev/null || true; } | uniq -c -f1 | head -5 >&2
 	fi
 	rm -f "$W/$name.firsttries"
 	sleep 2

@@ -20,6 +20,7 @@ var Directives = []string{
 	"loadbalance",
 	"rewrite",
 	"nodelocal",
+	"hitpath",
 	"cache",
 	"template",
 	"hosts",

@@ -25,5 +25,6 @@ import (
 	_ "github.com/coredns/coredns/plugin/timeouts"
 	_ "github.com/coredns/coredns/plugin/whoami"
 
+	_ "github.com/nodelocaldns/nodelocaldns/plugin/hitpath"
 	_ "github.com/nodelocaldns/nodelocaldns/plugin/nodelocal"
 )
