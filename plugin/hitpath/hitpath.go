@@ -24,6 +24,7 @@ import (
 	clog "github.com/coredns/coredns/plugin/pkg/log"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 const pluginName = "hitpath"
@@ -48,6 +49,7 @@ type HitPath struct {
 	metrics     *metrics.Metrics
 	prefetchPct int  // the cache's prefetch PERCENTAGE, 0 without prefetch
 	shuffled    bool // loadbalance reorders address records
+	staleTTL    bool // the cache gives stale answers a TTL (serve_stale RESPONSE_TTL)
 	capacity    int  // the cache's capacity, positive plus denial
 	addrs       []string
 }
@@ -58,7 +60,12 @@ func (h *HitPath) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg
 	if !ok || !h.on || p.key == "" {
 		return plugin.NextOrFailure(h.Name(), h.Next, ctx, w, r)
 	}
-	return plugin.NextOrFailure(h.Name(), h.Next, ctx, &tapWriter{ResponseWriter: w, h: h, p: p, ctx: ctx}, r)
+	tw := &tapWriter{ResponseWriter: w, h: h, p: p, ctx: ctx}
+	if h.staleTTL {
+		tw.stale = servedStale(metrics.WithServer(ctx), h.labels.cacheZones, metrics.WithView(ctx))
+		tw.staleBefore = counterValue(tw.stale)
+	}
+	return plugin.NextOrFailure(h.Name(), h.Next, ctx, tw, r)
 }
 
 // Name implements the plugin.Handler interface.
@@ -79,11 +86,17 @@ type tapWriter struct {
 	h   *HitPath
 	p   *pending
 	ctx context.Context
+	// With a stale TTL: the cache's served-stale counter of the block and
+	// its value before the chain ran. When it moved, the reply may be a
+	// stale one (or another query's: then a fresh reply goes unlearned
+	// once), which the fast path must not learn as fresh.
+	stale       prometheus.Counter
+	staleBefore float64
 }
 
 // WriteMsg implements dns.ResponseWriter.
 func (t *tapWriter) WriteMsg(m *dns.Msg) error {
-	if fromCacheStore() {
+	if fromCacheStore() && (t.stale == nil || counterValue(t.stale) == t.staleBefore) {
 		t.p.hit = t.h
 		t.p.respLen = m.Len() // what the prometheus plugin records, before the server adds OPT
 		t.p.server = metrics.WithServer(t.ctx)

@@ -144,34 +144,59 @@ func TestPrefetch(t *testing.T) {
 }
 
 // TestServeStale: once an entry expires, the chain answers, so the cache
-// serves it stale while the upstream does not answer.
+// serves it stale while the upstream does not answer; with a stale TTL
+// (RFC 8767's 30 s) every stale answer still comes from the cache, counted,
+// never from the fast path as if it were fresh.
 func TestServeStale(t *testing.T) {
 	use(t)
-	up := upstream(t)
-	p := freePort(t)
-	corefile := fmt.Sprintf(`.:%d {
+	for _, tc := range []struct {
+		setting string
+		ttl     uint32
+	}{
+		{"serve_stale 1h", 0},
+		{"serve_stale 1h immediate 30s", 30},
+	} {
+		t.Run(tc.setting, func(t *testing.T) {
+			up := upstream(t)
+			p := freePort(t)
+			corefile := fmt.Sprintf(`.:%d {
     bind 127.0.0.1
     hitpath
     cache 30 {
-        serve_stale 1h
+        %s
     }
     forward . %s {
         expire 100ms
     }
     prometheus 127.0.0.1:%d
 }
-`, p, up, p+1)
-	start(t, corefile)
-	addr := fmt.Sprintf("127.0.0.1:%d", p)
-	q := query{name: "short.test.", qtype: dns.TypeA, rd: true}
-	for i := range 4 {
-		exchange(t, addr, q.pack(uint16(i)))
-	}
-	upstreamDown.Store(true)
-	defer upstreamDown.Store(false)
-	time.Sleep(5500 * time.Millisecond)
-	m := exchange(t, addr, q.pack(99))
-	if len(m.Answer) != 1 || m.Answer[0].Header().Ttl != 0 || m.Answer[0].(*dns.A).A.String() != "198.18.8.1" {
-		t.Errorf("Answer after expiry with the upstream down: %v, want the stale record with TTL 0", m.Answer)
+`, p, tc.setting, up, p+1)
+			start(t, corefile)
+			addr := fmt.Sprintf("127.0.0.1:%d", p)
+			server := "dns://" + addr
+			q := query{name: "short.test.", qtype: dns.TypeA, rd: true}
+			for i := range 4 {
+				exchange(t, addr, q.pack(uint16(i)))
+			}
+			upstreamDown.Store(true)
+			defer upstreamDown.Store(false)
+			time.Sleep(5500 * time.Millisecond)
+			stale := func() float64 {
+				return counterValues(t, server, "coredns_cache_served_stale_total")["coredns_cache_served_stale_total{view=,zones=.}"]
+			}
+			stale0, fast0 := stale(), fastAnswers(t, server)
+			for i := range 5 {
+				m := exchange(t, addr, q.pack(uint16(100+i)))
+				if len(m.Answer) != 1 || m.Answer[0].Header().Ttl != tc.ttl || m.Answer[0].(*dns.A).A.String() != "198.18.8.1" {
+					t.Errorf("Answer %d after expiry with the upstream down: %v, want the stale record with TTL %d", i, m.Answer, tc.ttl)
+				}
+			}
+			if n := stale() - stale0; n != 5 {
+				t.Errorf("The cache served %v of 5 stale answers, want all", n)
+			}
+			if n := fastAnswers(t, server) - fast0; n != 0 {
+				t.Errorf("The fast path answered %v stale queries, want none", n)
+			}
+		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // fastHits counts the cache hits the fast path answered itself.
@@ -69,6 +70,30 @@ var cacheVecs = sync.OnceValues(func() (*prometheus.CounterVec, *prometheus.Coun
 	}, []string{"server", "type", "zones", "view"}))
 	return req, hits
 })
+
+// staleVec is the cache plugin's served-stale counter, found the same way.
+var staleVec = sync.OnceValue(func() *prometheus.CounterVec {
+	return existing(prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "cache",
+		Name:      "served_stale_total",
+		Help:      "The number of requests served from stale cache entries.",
+	}, []string{"server", "zones", "view"}))
+})
+
+// servedStale is the cache's served-stale counter of one block.
+func servedStale(server, zones, view string) prometheus.Counter {
+	return staleVec().WithLabelValues(server, zones, view)
+}
+
+// counterValue reads a counter.
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return 0
+	}
+	return m.GetCounter().GetValue()
+}
 
 // existing returns the collector already registered like c, or c once
 // registered.

@@ -176,9 +176,9 @@ func (h *HitPath) check() string {
 	if keepttl.Bool() {
 		return "the cache keeps TTLs (keepttl) instead of counting them down"
 	}
-	if staleTTL.Int() > 0 {
-		return "the cache gives stale answers a TTL"
-	}
+	// A stale answer with a TTL looks fresh; it is told apart by the
+	// cache's served-stale counter moving (tapWriter) and never learned.
+	h.staleTTL = staleTTL.Int() > 0
 	if prefetch.Int() > 0 {
 		h.prefetchPct = int(pct.Int())
 	}
