@@ -12,10 +12,24 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodelocaldns/nodelocaldns/internal/cachesize"
 )
 
 // UpstreamEnv is what kubelet sets for the kube-dns-upstream Service.
 var UpstreamEnv = "KUBE_DNS_UPSTREAM_SERVICE_HOST=" + KubeDNSUpIP
+
+// StockEnv is the environment a CoreDNS other than bin/coredns needs for the
+// project's Corefiles: the kubelet's upstream variable and the cache
+// capacities bin/coredns would set itself (those of a pod without a memory
+// limit).
+func StockEnv() []string {
+	env := []string{UpstreamEnv}
+	for _, v := range []string{cachesize.EnvSuccess, cachesize.EnvDenial, cachesize.EnvOther} {
+		env = append(env, fmt.Sprintf("%s=%d", v, cachesize.MaxCapacity))
+	}
+	return env
+}
 
 // Cache is one running node cache instance. Usually there is one per
 // node; a surge rollout runs a second beside it.
