@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/nodelocaldns/nodelocaldns/internal/lab"
 	"github.com/nodelocaldns/nodelocaldns/internal/lab/labtest"
 )
@@ -127,7 +129,18 @@ func TestOutage(t *testing.T) {
 	}
 	down := func(a lab.Answer) bool { return a.At >= before && a.At < before+outage }
 	cachedDown := lab.Stats(res.as, func(a lab.Answer) bool { return down(a) && !a.Fresh })
-	freshDown := lab.Stats(res.as, func(a lab.Answer) bool { return down(a) && a.Fresh })
+	// forward marks the upstream down after failed health checks; from then
+	// on (failfast_all_unhealthy_upstreams) new names get SERVFAIL at once.
+	// Before, a new name waits on forward's dial and read timeouts.
+	detect := time.Duration(-1)
+	for _, a := range res.as {
+		if down(a) && a.Fresh && a.Rcode == dns.RcodeServerFailure {
+			detect = a.At
+			break
+		}
+	}
+	freshDown := lab.Stats(res.as, func(a lab.Answer) bool { return down(a) && a.Fresh && a.At >= detect })
+	freshWindow := lab.Stats(res.as, func(a lab.Answer) bool { return down(a) && a.Fresh && a.At < detect })
 	var staleSeen int
 	var lastStale time.Duration
 	for _, a := range res.as {
@@ -142,7 +155,8 @@ func TestOutage(t *testing.T) {
 	s := outage.Seconds()
 	t.Logf("outage of %v, %d cached names, %.0f queries/s, %.0f%% never asked before", outage, len(cached), spec.Rate, spec.FreshShare*100)
 	t.Logf("cached names while down: %v", cachedDown)
-	t.Logf("new names while down:    %v", freshDown)
+	t.Logf("new names before forward marked the upstream down (%v after the outage began): %v", detect-before, freshWindow)
+	t.Logf("new names after that:    %v", freshDown)
 	t.Logf("stale answers: %.0f served (coredns_cache_served_stale_total), %d seen by the pod (TTL %d)", staleDuring, staleSeen, staleTTL)
 	t.Logf("upstream while down: %d connection attempts (%.1f/s), %d other TCP packets (%.1f/s), %d UDP (%.1f/s); healthcheck_broken %.0f, max_concurrent rejects %.0f",
 		syn, float64(syn)/s, tcp, float64(tcp)/s, udp, float64(udp)/s, broken, rejects)
@@ -159,7 +173,11 @@ func TestOutage(t *testing.T) {
 	if staleDuring == 0 || staleSeen == 0 {
 		t.Errorf("No stale answer served (metric %.0f, seen %d): the cached names never expired during the outage?", staleDuring, staleSeen)
 	}
-	// Names never seen got an answer (SERVFAIL), not silence.
+	// Once the upstream is known down, names never seen get an answer
+	// (SERVFAIL), not silence.
+	if detect < 0 {
+		t.Fatalf("No new name got SERVFAIL during the outage")
+	}
 	if freshDown.NoAnswer != 0 || freshDown.ServFail == 0 {
 		t.Errorf("New names while the upstream was down: %v; want SERVFAIL for each, none unanswered", freshDown)
 	}
