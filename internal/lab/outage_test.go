@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"github.com/nodelocaldns/nodelocaldns/internal/lab"
 	"github.com/nodelocaldns/nodelocaldns/internal/lab/labtest"
 )
@@ -112,11 +110,18 @@ func TestOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.UnblockUpstreams(context.Background()) })
-	time.Sleep(outage)
+	const settle = 5 * time.Second
+	time.Sleep(settle)
+	syn0, _, _, err := l.UpstreamDropped(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(outage - settle)
 	syn, tcp, udp, err := l.UpstreamDropped(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	budget := metric(t, c, "coredns_nodelocal_upstream_budget_exceeded_total")
 	staleDuring := metric(t, c, "coredns_cache_served_stale_total") - staleBefore
 	broken := metric(t, c, "coredns_forward_healthcheck_broken_total")
 	rejects := metric(t, c, "coredns_forward_max_concurrent_rejects_total")
@@ -129,18 +134,7 @@ func TestOutage(t *testing.T) {
 	}
 	down := func(a lab.Answer) bool { return a.At >= before && a.At < before+outage }
 	cachedDown := lab.Stats(res.as, func(a lab.Answer) bool { return down(a) && !a.Fresh })
-	// forward marks the upstream down after failed health checks; from then
-	// on (failfast_all_unhealthy_upstreams) new names get SERVFAIL at once.
-	// Before, a new name waits on forward's dial and read timeouts.
-	detect := time.Duration(-1)
-	for _, a := range res.as {
-		if down(a) && a.Fresh && a.Rcode == dns.RcodeServerFailure {
-			detect = a.At
-			break
-		}
-	}
-	freshDown := lab.Stats(res.as, func(a lab.Answer) bool { return down(a) && a.Fresh && a.At >= detect })
-	freshWindow := lab.Stats(res.as, func(a lab.Answer) bool { return down(a) && a.Fresh && a.At < detect })
+	freshDown := lab.Stats(res.as, func(a lab.Answer) bool { return down(a) && a.Fresh })
 	var staleSeen int
 	var lastStale time.Duration
 	for _, a := range res.as {
@@ -155,11 +149,11 @@ func TestOutage(t *testing.T) {
 	s := outage.Seconds()
 	t.Logf("outage of %v, %d cached names, %.0f queries/s, %.0f%% never asked before", outage, len(cached), spec.Rate, spec.FreshShare*100)
 	t.Logf("cached names while down: %v", cachedDown)
-	t.Logf("new names before forward marked the upstream down (%v after the outage began): %v", detect-before, freshWindow)
-	t.Logf("new names after that:    %v", freshDown)
+	t.Logf("new names while down:    %v", freshDown)
 	t.Logf("stale answers: %.0f served (coredns_cache_served_stale_total), %d seen by the pod (TTL %d)", staleDuring, staleSeen, staleTTL)
-	t.Logf("upstream while down: %d connection attempts (%.1f/s), %d other TCP packets (%.1f/s), %d UDP (%.1f/s); healthcheck_broken %.0f, max_concurrent rejects %.0f",
-		syn, float64(syn)/s, tcp, float64(tcp)/s, udp, float64(udp)/s, broken, rejects)
+	steady := float64(syn-syn0) / (outage - settle).Seconds()
+	t.Logf("upstream while down: %d connection attempts (%.1f/s; %.1f/s after the first %v), %d other TCP packets (%.1f/s), %d UDP (%.1f/s); healthcheck_broken %.0f, max_concurrent rejects %.0f, upstream budget exceeded %.0f",
+		syn, float64(syn)/s, steady, settle, tcp, float64(tcp)/s, udp, float64(udp)/s, broken, rejects, budget)
 	if lastStale > before+outage {
 		t.Logf("last stale answer %v after the pods came back", (lastStale - before - outage).Round(time.Millisecond))
 	} else {
@@ -173,11 +167,9 @@ func TestOutage(t *testing.T) {
 	if staleDuring == 0 || staleSeen == 0 {
 		t.Errorf("No stale answer served (metric %.0f, seen %d): the cached names never expired during the outage?", staleDuring, staleSeen)
 	}
-	// Once the upstream is known down, names never seen get an answer
-	// (SERVFAIL), not silence.
-	if detect < 0 {
-		t.Fatalf("No new name got SERVFAIL during the outage")
-	}
+	// Names never seen get an answer (SERVFAIL) inside the client's
+	// timeout, not silence: forward fails fast once its health checks mark
+	// the upstream down, and nodelocal's upstream budget bounds the rest.
 	if freshDown.NoAnswer != 0 || freshDown.ServFail == 0 {
 		t.Errorf("New names while the upstream was down: %v; want SERVFAIL for each, none unanswered", freshDown)
 	}
@@ -193,5 +185,124 @@ func TestOutage(t *testing.T) {
 	freshAfter := lab.Stats(res.as, func(a lab.Answer) bool { return a.Fresh && a.At >= end })
 	if freshAfter.Answered != freshAfter.N {
 		t.Errorf("New names %v after the pods came back: %v; want all answered", end-before-outage, freshAfter)
+	}
+}
+
+// outageLab starts a lab whose cache runs outageCorefile, with the cached
+// names asked once.
+func outageLab(t *testing.T) (*lab.Lab, *lab.Cache, []string) {
+	t.Helper()
+	l := labtest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := l.StartCacheConf(ctx, outageCorefile(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached := cachedNames()
+	for _, n := range cached {
+		if _, err := lab.Query(l.Pod1, lab.KubeDNSIP, n, "A", false); err != nil {
+			t.Fatalf("Warm %s: %v", n, err)
+		}
+	}
+	return l, c, cached
+}
+
+// streamWhile runs the mixed stream for d while during runs beside it.
+func streamWhile(t *testing.T, l *lab.Lab, cached []string, d time.Duration, during func()) []lab.Answer {
+	t.Helper()
+	spec := lab.MixedSpec{
+		Pod: l.Pod1, Server: lab.KubeDNSIP, Cached: cached, Fresh: freshName, FreshShare: 0.2,
+		Rate: 100, Duration: d, Timeout: 5 * time.Second,
+	}
+	type result struct {
+		as  []lab.Answer
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		as, err := lab.MixedStream(spec)
+		done <- result{as, err}
+	}()
+	during()
+	res := <-done
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	return res.as
+}
+
+// TestOutageFlapping: the upstream pods drop every packet for 5 s, answer
+// for 5 s, three times over.
+func TestOutageFlapping(t *testing.T) {
+	l, c, cached := outageLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	t.Cleanup(func() { l.UnblockUpstreams(context.Background()) })
+	const period = 5 * time.Second
+	staleBefore := metric(t, c, "coredns_cache_served_stale_total")
+	as := streamWhile(t, l, cached, 6*period+2*time.Second, func() {
+		for range 3 {
+			if err := l.BlockUpstreams(ctx); err != nil {
+				t.Error(err)
+			}
+			time.Sleep(period)
+			if err := l.UnblockUpstreams(ctx); err != nil {
+				t.Error(err)
+			}
+			time.Sleep(period)
+		}
+	})
+	syn, _, _, err := l.UpstreamDropped(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := metric(t, c, "coredns_cache_served_stale_total") - staleBefore
+	cachedS := lab.Stats(as, func(a lab.Answer) bool { return !a.Fresh })
+	freshS := lab.Stats(as, func(a lab.Answer) bool { return a.Fresh })
+	t.Logf("flapping (down %v, up %v, 3 times): cached names: %v", period, period, cachedS)
+	t.Logf("new names: %v", freshS)
+	t.Logf("stale answers served %.0f; connection attempts dropped while down %d", stale, syn)
+	if cachedS.Answered != cachedS.N {
+		t.Errorf("Cached names while the upstream flapped: %v; want every one answered", cachedS)
+	}
+	if freshS.NoAnswer != 0 || freshS.Answered == 0 {
+		t.Errorf("New names while the upstream flapped: %v; want each answered or SERVFAIL, none unanswered, some answered", freshS)
+	}
+}
+
+// TestOutageSlow: the upstream pods answer after 2 s (forward's read
+// timeout), for 20 s.
+func TestOutageSlow(t *testing.T) {
+	l, c, cached := outageLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	staleBefore := metric(t, c, "coredns_cache_served_stale_total")
+	const slow = 20 * time.Second
+	var slowFrom, slowTo time.Duration
+	start := time.Now()
+	as := streamWhile(t, l, cached, slow+5*time.Second, func() {
+		slowFrom = time.Since(start)
+		if err := l.SetUpstreamDelay(ctx, 2*time.Second); err != nil {
+			t.Error(err)
+		}
+		time.Sleep(slow)
+		if err := l.SetUpstreamDelay(ctx, 1500*time.Microsecond); err != nil {
+			t.Error(err)
+		}
+		slowTo = time.Since(start)
+	})
+	stale := metric(t, c, "coredns_cache_served_stale_total") - staleBefore
+	in := func(a lab.Answer) bool { return a.At >= slowFrom && a.At < slowTo }
+	cachedS := lab.Stats(as, func(a lab.Answer) bool { return in(a) && !a.Fresh })
+	freshS := lab.Stats(as, func(a lab.Answer) bool { return in(a) && a.Fresh })
+	t.Logf("upstream at 2 s for %v: cached names: %v", slowTo-slowFrom, cachedS)
+	t.Logf("new names: %v", freshS)
+	t.Logf("stale answers served %.0f", stale)
+	if cachedS.Answered != cachedS.N {
+		t.Errorf("Cached names with a slow upstream: %v; want every one answered", cachedS)
+	}
+	if freshS.NoAnswer != 0 {
+		t.Errorf("New names with a slow upstream: %v; want each answered or SERVFAIL, none unanswered", freshS)
 	}
 }
