@@ -248,3 +248,67 @@ func (s AnswerStats) String() string {
 	return fmt.Sprintf("%d queries: %d answered, %d SERVFAIL, %d REFUSED, %d unanswered (≥ 5 s: %d); latency p50 %v p99 %v max %v",
 		s.N, s.Answered, s.ServFail, s.Refused, s.NoAnswer, s.AtOrAbove5s, s.P50.Round(10*time.Microsecond), s.P99.Round(10*time.Microsecond), s.Max.Round(10*time.Microsecond))
 }
+
+// Fill asks n names (name(i)) from namespace ns to server:53, workers at a
+// time, each worker on its own UDP socket, and stops after limit. It
+// returns how many got an answer with a record.
+func Fill(ns, server string, name func(i int) string, n, workers int, limit time.Duration) (int, error) {
+	addr := &net.UDPAddr{IP: net.ParseIP(server), Port: 53}
+	conns := make([]*net.UDPConn, workers)
+	err := nsenter.Do(ns, func() error {
+		for w := range conns {
+			c, err := net.DialUDP("udp", nil, addr)
+			if err != nil {
+				return fmt.Errorf("fill socket: %w", err)
+			}
+			conns[w] = c
+		}
+		return nil
+	})
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	if err != nil {
+		return 0, err
+	}
+	end := time.Now().Add(limit)
+	var answered sync.WaitGroup
+	var mu sync.Mutex
+	got := 0
+	for w, c := range conns {
+		answered.Add(1)
+		go func() {
+			defer answered.Done()
+			dc := &dns.Conn{Conn: c}
+			for i := w; i < n && time.Now().Before(end); i += workers {
+				m := new(dns.Msg)
+				m.SetQuestion(dns.Fqdn(name(i)), dns.TypeA)
+				c.SetDeadline(time.Now().Add(2 * time.Second))
+				if dc.WriteMsg(m) != nil {
+					continue
+				}
+				for {
+					r, err := dc.ReadMsg()
+					if err != nil {
+						break
+					}
+					if r.Id != m.Id {
+						continue // a late answer to an earlier query
+					}
+					if len(r.Answer) > 0 {
+						mu.Lock()
+						got++
+						mu.Unlock()
+					}
+					break
+				}
+			}
+		}()
+	}
+	answered.Wait()
+	return got, nil
+}
