@@ -118,12 +118,14 @@ func TestOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dials0 := metric(t, c, "coredns_proxy_conn_cache_misses_total", `to="`+lab.KubeDNSUpIP+`:53"`)
 	time.Sleep(outage - settle)
 	syn, tcp, udp, err := l.UpstreamDropped(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	budget := metric(t, c, "coredns_nodelocal_upstream_budget_exceeded_total")
+	dials := metric(t, c, "coredns_proxy_conn_cache_misses_total", `to="`+lab.KubeDNSUpIP+`:53"`) - dials0
 	staleDuring := metric(t, c, "coredns_cache_served_stale_total") - staleBefore
 	broken := metric(t, c, "coredns_forward_healthcheck_broken_total")
 	rejects := metric(t, c, "coredns_forward_max_concurrent_rejects_total")
@@ -154,6 +156,7 @@ func TestOutage(t *testing.T) {
 	t.Logf("new names while down:    %v", freshDown)
 	t.Logf("stale answers: %.0f served (coredns_cache_served_stale_total), %d seen by the pod (TTL %d)", staleDuring, staleSeen, staleTTL)
 	steady := float64(syn-syn0) / (outage - settle).Seconds()
+	t.Logf("forward's new connections (coredns_proxy_conn_cache_misses_total) after the first %v: %.0f (%.1f/s)", settle, dials, dials/(outage-settle).Seconds())
 	t.Logf("upstream while down: %d connection attempts (%.1f/s; %.1f/s after the first %v), %d other TCP packets (%.1f/s), %d UDP (%.1f/s); healthcheck_broken %.0f, max_concurrent rejects %.0f, upstream budget exceeded %.0f",
 		syn, float64(syn)/s, steady, settle, tcp, float64(tcp)/s, udp, float64(udp)/s, broken, rejects, budget)
 	if lastStale > before+outage {
