@@ -14,7 +14,7 @@ IMAGE_DEPS  := podman:podman runc:runc mmdebstrap:mmdebstrap
 TEST_DEPS   := iptables:iptables iptables-legacy:iptables ip:iproute2 nft:nftables dig:dnsutils conntrack:conntrack gcc:gcc $(IMAGE_DEPS)
 LAB_DEPS    := $(TEST_DEPS) dnsperf:dnsperf
 
-.PHONY: all build lab-bins generate test test-unit test-image vet lint clean deps demo bench bench-quick image image-docker test-images
+.PHONY: all build lab-bins generate test test-unit test-image vet lint clean deps demo bench bench-quick image image-docker test-images lab-outage
 
 all: build
 
@@ -54,6 +54,10 @@ demo:
 $(BIN)/coredns: $(shell find . -name '*.go' -not -path './deploy/*' 2>/dev/null) go.mod go.sum plugin.cfg
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $@ ./cmd/coredns
+
+# lab-outage: the outage test with the issue's 2-minute outage (CI runs 25 s).
+lab-outage: build lab-bins
+	NODELOCAL_OUTAGE=full $(GO) test -count=1 -v -timeout 15m -run 'TestOutage' ./internal/lab/
 
 generate:
 	$(GO) generate ./build/plugins

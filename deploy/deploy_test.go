@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodelocaldns/nodelocaldns/build/plugins"
+	"github.com/nodelocaldns/nodelocaldns/internal/cachesize"
 	"github.com/nodelocaldns/nodelocaldns/internal/manifests"
 	"github.com/nodelocaldns/nodelocaldns/nodecache"
 )
@@ -134,6 +135,14 @@ func podEnv(t *testing.T, r *rendered) map[string]string {
 	return env
 }
 
+// binaryEnv is what the binary sets when the pod does not: the cache
+// capacities for a container without a memory limit (internal/cachesize).
+var binaryEnv = map[string]string{
+	cachesize.EnvSuccess: strconv.Itoa(cachesize.MaxCapacity),
+	cachesize.EnvDenial:  strconv.Itoa(cachesize.MaxCapacity),
+	cachesize.EnvOther:   strconv.Itoa(cachesize.MaxCapacity),
+}
+
 var envRef = regexp.MustCompile(`\{\$([A-Za-z_][A-Za-z0-9_]*)\}`)
 
 func expandCorefile(t *testing.T, r *rendered, text string) string {
@@ -145,6 +154,9 @@ func expandCorefile(t *testing.T, r *rendered, text string) string {
 		lines[i] = envRef.ReplaceAllStringFunc(code, func(ref string) string {
 			name := envRef.FindStringSubmatch(ref)[1]
 			v, ok := env[name]
+			if c, set := binaryEnv[name]; !ok && set {
+				v, ok = c, true
+			}
 			if !ok {
 				t.Errorf("Corefile uses {$%s}, which the pod's environment does not set", name)
 			}

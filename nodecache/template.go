@@ -205,7 +205,8 @@ func joinAddrs(ips []netip.Addr) string {
 }
 
 // render turns a node-cache template into the Corefile CoreDNS runs:
-// placeholders filled, one server block for the stub domains appended, and
+// placeholders filled, serve_stale added to its cache blocks (withServeStale),
+// one server block for the stub domains appended, and
 // the nodelocal directive injected into every server block when src carries
 // one. It is pure: the same template and sources give the same bytes. The
 // warnings say what renders but is likely not what the user meant.
@@ -214,6 +215,7 @@ func render(file string, tmpl []byte, src sources) ([]byte, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	body = withServeStale(body)
 	blocks, err := caddyfile.Parse(file, bytes.NewReader(body), nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("template after rendering: %w", err)
@@ -495,7 +497,7 @@ func writeStubs(out *bytes.Buffer, stubs []stubDomain, r root, inject []string) 
 		out.WriteString(directiveText(inject) + "\n")
 	}
 	out.WriteString("    errors\n")
-	out.WriteString("    " + stubCache + "\n")
+	out.WriteString("    " + stubCache + " {\n        " + ServeStale + "\n    }\n")
 	out.WriteString("    " + strings.Join(append([]string{"reload"}, r.reloadArgs...), " ") + "\n")
 	out.WriteString("    loop\n")
 	if len(r.bindArgs) > 0 {

@@ -7,10 +7,13 @@ package main
 import (
 	"flag"
 	"log"
+	"os"
+	"runtime/debug"
 
 	"github.com/coredns/coredns/coremain"
 
 	"github.com/nodelocaldns/nodelocaldns/build/plugins"
+	"github.com/nodelocaldns/nodelocaldns/internal/cachesize"
 	"github.com/nodelocaldns/nodelocaldns/nodecache"
 )
 
@@ -22,5 +25,25 @@ func main() {
 	// parses the command line.
 	nodecache.Register(flag.CommandLine)
 	primeStackStart()
+	sizeCaches()
 	coremain.Run()
+}
+
+// sizeCaches sets the cache capacities the Corefiles reference
+// ({$NODELOCAL_CACHE_SUCCESS}, ...) from the container's memory limit, unless
+// the environment sets them, and, under a limit, a soft memory limit for the
+// Go runtime (GOMEMLIMIT, 90 % of it) unless one is set: the garbage
+// collector then works harder instead of the pod being OOM-killed.
+func sizeCaches() {
+	s, msg, err := cachesize.SetEnv()
+	if err != nil {
+		log.Fatalf("size the caches: %v", err)
+	}
+	if s.Limit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(s.Limit / 10 * 9)
+	}
+	if len(os.Args) > 1 && (os.Args[1] == "-version" || os.Args[1] == "-plugins") {
+		return
+	}
+	log.Printf("[INFO] %s", msg)
 }

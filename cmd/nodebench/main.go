@@ -241,7 +241,7 @@ func withNodeCorefile(name, bin string, edit func(string) string) func(context.C
 		if err := os.WriteFile(conf, []byte(edit(cf)), 0o644); err != nil {
 			return nil, 0, err
 		}
-		return startServer(ctx, l, name, []string{lab.UpstreamEnv}, 20*time.Second, bin, "-conf", conf)
+		return startServer(ctx, l, name, lab.StockEnv(), 20*time.Second, bin, "-conf", conf)
 	}
 }
 

@@ -7,15 +7,30 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodelocaldns/nodelocaldns/internal/cachesize"
 )
 
 // UpstreamEnv is what kubelet sets for the kube-dns-upstream Service.
 var UpstreamEnv = "KUBE_DNS_UPSTREAM_SERVICE_HOST=" + KubeDNSUpIP
+
+// StockEnv is the environment a CoreDNS other than bin/coredns needs for the
+// project's Corefiles: the kubelet's upstream variable and the cache
+// capacities bin/coredns would set itself (those of a pod without a memory
+// limit).
+func StockEnv() []string {
+	env := []string{UpstreamEnv}
+	for _, v := range []string{cachesize.EnvSuccess, cachesize.EnvDenial, cachesize.EnvOther} {
+		env = append(env, fmt.Sprintf("%s=%d", v, cachesize.MaxCapacity))
+	}
+	return env
+}
 
 // Cache is one running node cache instance. Usually there is one per
 // node; a surge rollout runs a second beside it.
@@ -75,7 +90,13 @@ func (l *Lab) withStatedir(corefile string) string {
 // port may come from the other one). Instances already running stay: a
 // second call is a surge rollout's new pod.
 func (l *Lab) StartCacheConf(ctx context.Context, corefile string) (*Cache, error) {
-	c, err := l.startCache(ctx, corefile)
+	return l.StartCacheEnv(ctx, corefile)
+}
+
+// StartCacheEnv is StartCacheConf with more environment for the process
+// (NAME=value), for example a memory limit (NODELOCAL_MEMORY_LIMIT).
+func (l *Lab) StartCacheEnv(ctx context.Context, corefile string, env ...string) (*Cache, error) {
+	c, err := l.startCache(ctx, corefile, env)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +119,7 @@ var errExited = errors.New("exited")
 // turned ready.
 const setUpLine = "plugin/nodelocal: Node set up"
 
-func (l *Lab) startCache(ctx context.Context, corefile string) (*Cache, error) {
+func (l *Lab) startCache(ctx context.Context, corefile string, env []string) (*Cache, error) {
 	src := corefile
 	corefile = l.withStatedir(corefile)
 	l.mu.Lock()
@@ -112,7 +133,7 @@ func (l *Lab) startCache(ctx context.Context, corefile string) (*Cache, error) {
 	if err := os.WriteFile(conf, []byte(corefile), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := l.start(l.Node, name, []string{UpstreamEnv}, l.Bin("coredns"), "-conf", conf)
+	p, err := l.start(l.Node, name, append([]string{UpstreamEnv}, env...), l.Bin("coredns"), "-conf", conf)
 	if err != nil {
 		return nil, err
 	}
@@ -179,3 +200,18 @@ func (c *Cache) Signal(sig syscall.Signal) error { return c.Proc.Signal(sig) }
 
 // Metrics returns the cache's prometheus text, fetched inside the node.
 func (c *Cache) Metrics() (string, error) { return HTTPGet(c.lab.Node, CacheMetrics, "/metrics") }
+
+// RSS is the cache process's resident memory (VmRSS), in bytes.
+func (c *Cache) RSS() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Proc.PID()))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", c.Proc.PID())
+}

@@ -376,7 +376,7 @@ func (l *Lab) rolloutEvent(ctx context.Context, c RolloutCase, cur *Cache, coref
 // reloadedLine is what caddy logs when a reload has completed.
 const reloadedLine = "[INFO] Reloading complete"
 
-var successCache = regexp.MustCompile(`success (\d+) 30\b`)
+var successCache = regexp.MustCompile(`success (\S+) 30\b`)
 
 // editCacheTTL lowers the cap on cached answers' TTL in cluster.local from
 // 30 s to 10 s, a change a pod can see in the TTLs it gets.

@@ -28,10 +28,16 @@ type Nodelocal struct {
 	node *instance
 }
 
-// ServeDNS passes every query on: the plugin's work is on the node, not on
-// the queries.
+// ServeDNS passes every query on with a deadline of UpstreamBudget: the
+// plugin's work is on the node; on the queries it only bounds the wait for
+// the upstream.
 func (n Nodelocal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
-	return plugin.NextOrFailure(n.Name(), n.Next, ctx, w, r)
+	ctx = withBudget(ctx, UpstreamBudget)
+	rcode, err := plugin.NextOrFailure(n.Name(), n.Next, ctx, w, r)
+	if rcode == dns.RcodeServerFailure && ctx.Err() == context.DeadlineExceeded {
+		budgetSpent.Inc()
+	}
+	return rcode, err
 }
 
 // Name implements plugin.Handler.
