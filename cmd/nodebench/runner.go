@@ -366,7 +366,30 @@ func summary(r *bench.Report) {
 		}
 		fmt.Println()
 	}
+	if bl := r.Baseline; bl != nil {
+		fmt.Printf("\nper core, ÷ %s in the same round (median)\n", bl.Peer)
+		for _, k := range []string{"blast_cpu_us", "blast_qps_core", "hit_cpu_us"} {
+			ratios, ok := bl.Ratios[k]
+			if !ok {
+				continue
+			}
+			fmt.Printf("%-40s", k)
+			for _, p := range r.Peers {
+				cell := "—"
+				if s, ok := ratios[p.Key]; ok {
+					cell = fmt.Sprintf("%.2f×", s.Median)
+				}
+				fmt.Printf(" %22s", cell)
+			}
+			fmt.Println()
+		}
+	}
 	for _, d := range r.Dropped {
 		fmt.Printf("not measured: %s: %s\n", d.Name, d.Reason)
+	}
+	for _, n := range r.Notes {
+		if strings.Contains(n, "was the limit") {
+			fmt.Println(n)
+		}
 	}
 }
