@@ -373,7 +373,13 @@ func summary(r *bench.Report) {
 			if !ok {
 				continue
 			}
-			fmt.Printf("%-40s", k)
+			title := k
+			for _, m := range r.Metrics {
+				if m.Key == k {
+					title = m.Title
+				}
+			}
+			fmt.Printf("%-40s", title)
 			for _, p := range r.Peers {
 				cell := "—"
 				if s, ok := ratios[p.Key]; ok {
