@@ -197,7 +197,7 @@ func run(ctx context.Context, o options) error {
 		return errors.New("no peer to measure")
 	}
 	if want[baseline] {
-		rep.Baseline = &bench.Baseline{Peer: baseline, Metrics: []string{"hit_cpu_us", "hit_qps_core", "blast_qps", "blast_cpu_us", "blast_qps_core", "rss_idle", "rss_10k", "rss_100k"}}
+		rep.Baseline = &bench.Baseline{Peer: baseline, Metrics: []string{"hit_cpu_us", "hit_qps_core", "blast_qps", "blast_cpu_us", "blast_qps_core", "rss_idle", "rss_hits", "rss_10k", "rss_100k"}}
 	}
 
 	cfg := lab.DefaultConfig(root)

@@ -210,6 +210,9 @@ func (b *bencher) runPeer(ctx context.Context, p peer, round int) (err error) {
 	}); err != nil {
 		return err
 	}
+	if server != nil {
+		r.Metric("rss_hits", "RSS after the hit runs", "MiB", "lower").Add(k, mib(server))
+	}
 
 	// Cache misses.
 	if p.misses {
@@ -331,7 +334,7 @@ func (b *bencher) write(peers []peer) error {
 // summary prints the figures the targets are about, as medians,
 // with this build's ratio to each peer.
 func summary(r *bench.Report) {
-	keys := []string{"hit_qps", "hit_cpu_us", "blast_qps", "blast_cpu_us", "blast_qps_core", "blast_busy", "rss_idle", "rss_100k", "rss_10k", "start_ms", "system_slow", "go_slow", "system_err"}
+	keys := []string{"hit_qps", "hit_cpu_us", "blast_qps", "blast_cpu_us", "blast_qps_core", "blast_busy", "rss_idle", "rss_hits", "rss_100k", "rss_10k", "start_ms", "system_slow", "go_slow", "system_err"}
 	fmt.Printf("\n%d rounds, medians; (×) is this build's ratio to the peer\n%-40s", r.Rounds, "")
 	for _, p := range r.Peers {
 		fmt.Printf(" %22s", p.Name)
