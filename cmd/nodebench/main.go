@@ -65,8 +65,9 @@ type options struct {
 	blastQ             int   // dnsblast -q
 	quick              bool
 	budget             time.Duration
-	nodeCache          string // node-cache binary, "" when none was given
-	only               string // comma-separated peer keys, "" for all
+	nodeCache          string        // node-cache binary, "" when none was given
+	only               string        // comma-separated peer keys, "" for all
+	wait               time.Duration // how long to wait for other labs to end
 }
 
 func main() {
@@ -78,6 +79,7 @@ func main() {
 	flag.IntVar(&o.workers, "c", 200, "testdns workers in the users' experiment")
 	flag.BoolVar(&o.quick, "quick", os.Getenv("BENCH_QUICK") == "1", "a first look in about 6 minutes: 2 rounds of short runs, RSS at 10k names only (also BENCH_QUICK=1)")
 	flag.StringVar(&o.nodeCache, "node-cache", os.Getenv("NODE_CACHE"), "node-cache binary built from kubernetes/dns, measured as the official DaemonSet starts it (also NODE_CACHE=path)")
+	flag.DurationVar(&o.wait, "wait", 5*time.Minute, "how long to wait for other labs on this machine to end before measuring anyway (the report then says so)")
 	flag.StringVar(&o.only, "peers", "", "measure only these peers, comma-separated keys ("+strings.Join(peerKeys, ",")+")")
 	flag.Parse()
 	o.outstanding, o.blastQ = 100, 200
@@ -205,8 +207,13 @@ func run(ctx context.Context, o options) error {
 	if pin {
 		cfg.ServerCPU = serverCPU
 	}
-	if err := waitForOtherLabs(ctx, 5*time.Minute); err != nil {
+	others, err := waitForOtherLabs(ctx, o.wait)
+	if err != nil {
 		return err
+	}
+	if others = labRuns(others); len(others) > 0 {
+		logf("other labs still running after %v (%s …): measuring anyway, the report says so", o.wait, others[0])
+		rep.Notes = append(rep.Notes, fmt.Sprintf("Other labs were running on this machine when the run started (%s): their load disturbs these figures; compare within a round (the ratios) rather than across runs.", strings.Join(others, ", ")))
 	}
 	l, err := lab.Up(ctx, cfg)
 	if err != nil {
@@ -441,25 +448,40 @@ func notes(o options) []string {
 	return n
 }
 
+// labRuns turns the paths of running labs' namespaces into their runs'
+// names (nl-<runid>), once each.
+func labRuns(paths []string) []string {
+	var runs []string
+	for _, p := range paths {
+		base := filepath.Base(p)
+		if i := strings.Index(base[len(lab.Prefix):], "-"); i > 0 {
+			base = base[:len(lab.Prefix)+i]
+		}
+		if !slices.Contains(runs, base) {
+			runs = append(runs, base)
+		}
+	}
+	return runs
+}
+
 // waitForOtherLabs waits while another lab (a test or demo on this machine)
-// is running: its load would skew the figures. Leftovers of ended runs are
-// the lab's own business (it refuses to start and says why).
-func waitForOtherLabs(ctx context.Context, limit time.Duration) error {
+// is running: its load would skew the figures. After limit it gives up and
+// returns the labs still running, so the report can say the figures are
+// disturbed. Leftovers of ended runs are the lab's own business (it refuses
+// to start and says why).
+func waitForOtherLabs(ctx context.Context, limit time.Duration) ([]string, error) {
 	deadline := time.Now().Add(limit)
 	for said := false; ; said = true {
 		left := lab.Running(lab.Prefix)
-		if len(left) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("another lab is still running after %v: %s", limit, strings.Join(left, ", "))
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left, nil
 		}
 		if !said {
 			logf("another lab is running (%s …); waiting up to %v for it to end", left[0], limit)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(2 * time.Second):
 		}
 	}
