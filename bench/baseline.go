@@ -137,8 +137,8 @@ func (r *Report) ClientBound(limit float64, busy map[string]string) []string {
 			}
 		}
 		if len(bound) > 0 {
-			out = append(out, fmt.Sprintf("%s was the limit, not the server, for: %s: the server's core was under %.0f %% busy, so those qps are the load generator's; compare CPU per query and qps per core.",
-				busy[key], strings.Join(bound, ", "), limit))
+			out = append(out, fmt.Sprintf("Driven by %s, these servers' cores were under %.0f %% busy: %s. Their qps is what the load side (the load generator, or other load on the machine) sent, not what they can answer; compare CPU per query and qps per core.",
+				busy[key], limit, strings.Join(bound, ", ")))
 		}
 	}
 	return out

@@ -397,7 +397,7 @@ func summary(r *bench.Report) {
 		fmt.Printf("not measured: %s: %s\n", d.Name, d.Reason)
 	}
 	for _, n := range r.Notes {
-		if strings.Contains(n, "was the limit") {
+		if strings.HasPrefix(n, "Driven by ") {
 			fmt.Println(n)
 		}
 	}
