@@ -68,6 +68,7 @@ type options struct {
 	nodeCache          string        // node-cache binary, "" when none was given
 	only               string        // comma-separated peer keys, "" for all
 	wait               time.Duration // how long to wait for other labs to end
+	profile            bool          // perf profile of this build's hits
 }
 
 func main() {
@@ -80,6 +81,7 @@ func main() {
 	flag.BoolVar(&o.quick, "quick", os.Getenv("BENCH_QUICK") == "1", "a first look in about 6 minutes: 2 rounds of short runs, RSS at 10k names only (also BENCH_QUICK=1)")
 	flag.StringVar(&o.nodeCache, "node-cache", os.Getenv("NODE_CACHE"), "node-cache binary built from kubernetes/dns, measured as the official DaemonSet starts it (also NODE_CACHE=path)")
 	flag.DurationVar(&o.wait, "wait", 5*time.Minute, "how long to wait for other labs on this machine to end before measuring anyway (the report then says so)")
+	flag.BoolVar(&o.profile, "profile", true, "profile this build (perf) while it answers dnsblast's cache hits in the last round: out/bench/profile.txt")
 	flag.StringVar(&o.only, "peers", "", "measure only these peers, comma-separated keys ("+strings.Join(peerKeys, ",")+")")
 	flag.Parse()
 	o.outstanding, o.blastQ = 100, 200

@@ -85,3 +85,21 @@ func TestSelectPeers(t *testing.T) {
 		t.Errorf("-peers with an unknown key: %v, want an error naming it", err)
 	}
 }
+
+func TestKernelShare(t *testing.T) {
+	report := `# Samples: 4K of event 'cpu-clock'
+#
+# Overhead  Shared Object
+# ........  .................
+#
+    61.32%  [kernel.kallsyms]
+    38.55%  coredns
+     0.13%  [vdso]
+`
+	if k, ok := kernelShare(report); !ok || k != 61.32 {
+		t.Errorf("Got %v, %v; want 61.32 from the [kernel.kallsyms] line", k, ok)
+	}
+	if _, ok := kernelShare("# no samples\n"); ok {
+		t.Error("A report without a kernel line gave a share")
+	}
+}

@@ -205,9 +205,15 @@ func (b *bencher) runPeer(ctx context.Context, p peer, round int) (err error) {
 	}); err != nil {
 		return err
 	}
-	if err := b.hits(k, procs, "blast", "dnsblast", func() (bench.Dnsperf, error) {
-		return b.blast(ctx, tag+"-blast", b.o.hitD, b.o.blastQ)
-	}); err != nil {
+	blast := func() (bench.Dnsperf, error) { return b.blast(ctx, tag+"-blast", b.o.hitD, b.o.blastQ) }
+	if b.o.profile && k == "this" && round == b.o.rounds && server != nil {
+		run := blast
+		blast = func() (d bench.Dnsperf, err error) {
+			b.profiled(server.PID(), b.o.hitD, func() error { d, err = run(); return err })
+			return d, err
+		}
+	}
+	if err := b.hits(k, procs, "blast", "dnsblast", blast); err != nil {
 		return err
 	}
 	if server != nil {
