@@ -64,7 +64,7 @@ func (b *bencher) writeProfile(ctx context.Context, data string) error {
 		return err
 	}
 	if k, ok := kernelShare(string(byDSO)); ok {
-		b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("Profile of this build answering cache hits (last round, bin/dnsblast): %.0f %% of its CPU samples are in the kernel (system calls, UDP, scheduling), the rest in bin/coredns; by function in %s.", k, out))
+		b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("Profile of this build answering cache hits (last round, bin/dnsblast): %.0f %% of its CPU samples are in the kernel (system calls, UDP, scheduling), nearly all the rest in bin/coredns itself; by object and function in %s.", k, out))
 	}
 	return nil
 }
