@@ -13,6 +13,8 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 IMAGE_DEPS  := podman:podman runc:runc mmdebstrap:mmdebstrap
 TEST_DEPS   := iptables:iptables iptables-legacy:iptables ip:iproute2 nft:nftables dig:dnsutils conntrack:conntrack gcc:gcc $(IMAGE_DEPS)
 LAB_DEPS    := $(TEST_DEPS) dnsperf:dnsperf
+# and the peers `make bench` measures beside this build (bench/peers)
+BENCH_DEPS  := $(LAB_DEPS) unbound:unbound dnsdist:dnsdist
 
 .PHONY: all build lab-bins generate test test-unit test-image vet lint clean deps demo bench bench-quick image image-docker test-images lab-outage
 
@@ -62,16 +64,23 @@ lab-outage: build lab-bins
 generate:
 	$(GO) generate ./build/plugins
 
-# bench: this build against stock CoreDNS, the no-cache path and a minimal
-# responder, side by side in the node lab, servers on CPU 0 and load on
-# CPU 1, interleaved rounds; writes out/bench/bench.json, bench.md and
-# latency.png. About 10 minutes (the first run also installs stock CoreDNS
-# into ~/.cache/nodelocaldns, about 6 more). bench-quick (or BENCH_QUICK=1)
-# is a first look (2 rounds, about 3 minutes). Root only (network namespaces).
-BENCH_BINS  := $(BIN)/benchresponder $(BIN)/nodebench
+# bench: this build (Corefile.example, drop-in, failopen off) against
+# unbound, dnsdist, node-cache (NODE_CACHE=/path/to/node-cache), stock
+# CoreDNS, the no-cache path and a minimal responder, side by side in the
+# node lab, servers on CPU 0 and load on CPU 1, interleaved rounds; writes
+# out/bench/bench.json, bench.md and latency.png. About 20 minutes (the
+# first run also installs stock CoreDNS into ~/.cache/nodelocaldns, about 6
+# more). bench-quick (or BENCH_QUICK=1) is a first look (2 short rounds, no
+# stock CoreDNS install). BENCH_FLAGS passes more flags (-peers this,unbound).
+# Root only (network namespaces).
+BENCH_BINS  := $(BIN)/benchresponder $(BIN)/dnsblast $(BIN)/nodebench
 $(BIN)/benchresponder: $(wildcard cmd/benchresponder/*.go) go.mod go.sum
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./cmd/benchresponder
+
+$(BIN)/dnsblast: $(wildcard cmd/dnsblast/*.go bench/*.go) go.mod go.sum
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./cmd/dnsblast
 
 $(BIN)/nodebench: $(wildcard cmd/nodebench/*.go bench/*.go plugin/nodelocal/rules/*.go) $(LAB_SRC) go.mod go.sum
 	@mkdir -p $(BIN)
@@ -79,9 +88,9 @@ $(BIN)/nodebench: $(wildcard cmd/nodebench/*.go bench/*.go plugin/nodelocal/rule
 
 bench:
 	@if [ "$$(id -u)" -ne 0 ]; then echo "make bench: the node lab needs root (network namespaces; it changes nothing outside them): run sudo make bench" >&2; exit 1; fi
-	@build/ensure-deps.sh $(LAB_DEPS)
+	@build/ensure-deps.sh $(BENCH_DEPS)
 	@$(MAKE) --no-print-directory build lab-bins $(BENCH_BINS)
-	$(BIN)/nodebench -root . -out out/bench $(if $(filter 1,$(BENCH_QUICK)),-quick)
+	$(BIN)/nodebench -root . -out out/bench $(if $(filter 1,$(BENCH_QUICK)),-quick) $(BENCH_FLAGS)
 
 bench-quick:
 	@$(MAKE) --no-print-directory bench BENCH_QUICK=1

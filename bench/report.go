@@ -20,6 +20,7 @@ type Report struct {
 	Peers    []Peer            `json:"peers"`   // in column order; Peers[0] is the one the ratios are of
 	Dropped  []Dropped         `json:"dropped"` // peers that could not be measured
 	Metrics  []*Metric         `json:"metrics"` // in row order
+	Baseline *Baseline         `json:"baseline,omitempty"`
 	Notes    []string          `json:"notes"`
 }
 
@@ -66,10 +67,8 @@ func (m *Metric) Add(peer string, v float64) {
 
 // Metric returns the row with key, adding it when new.
 func (r *Report) Metric(key, title, unit, better string) *Metric {
-	for _, m := range r.Metrics {
-		if m.Key == key {
-			return m
-		}
+	if m := r.find(key); m != nil {
+		return m
 	}
 	m := &Metric{Key: key, Title: title, Unit: unit, Better: better}
 	r.Metrics = append(r.Metrics, m)
@@ -84,6 +83,7 @@ func (r *Report) Summarise() {
 			m.Spread[p] = NewSpread(v)
 		}
 	}
+	r.summariseBaseline()
 }
 
 // WriteJSON writes the report as indented JSON; NaN (not measured) becomes
@@ -170,6 +170,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			b.WriteString("\n")
 		}
 	}
+	r.writeBaseline(&b)
 	if len(r.Dropped) > 0 {
 		b.WriteString("\nNot measured:\n")
 		for _, d := range r.Dropped {

@@ -44,3 +44,10 @@ func TestWithoutNodelocal(t *testing.T) {
 		t.Errorf("Removed %d lines, want %d (the nodelocal blocks and directives)", n, want)
 	}
 }
+
+func TestLabRuns(t *testing.T) {
+	got := labRuns([]string{"/var/run/netns/nl-1499a1-dns1", "/var/run/netns/nl-1499a1-node", "/etc/netns/nl-c5f6b0-pod1"})
+	if strings.Join(got, ",") != "nl-1499a1,nl-c5f6b0" {
+		t.Errorf("Got %q, want each run once: nl-1499a1, nl-c5f6b0", got)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -102,6 +103,63 @@ func mib(p *lab.Proc) float64 {
 	return float64(v) / (1 << 20)
 }
 
+// blast runs bin/dnsblast from pod1 at the kube-dns IP, asking the one
+// cached name, and keeps its output.
+func (b *bencher) blast(ctx context.Context, tag string, d time.Duration, outstanding int) (bench.Dnsperf, error) {
+	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
+	defer cancel()
+	name, argv := b.loadArgs(b.l.Bin("dnsblast"), "-s", lab.KubeDNSIP, "-name", lab.Services[0].Name,
+		"-q", strconv.Itoa(outstanding), "-d", d.String())
+	out, err := lab.PodRun(ctx, b.l.Pod1, name, argv...)
+	os.WriteFile(filepath.Join(b.raw, tag+".dnsblast.json"), []byte(out), 0o644)
+	if err != nil {
+		return bench.Dnsperf{}, err
+	}
+	var res bench.Dnsperf
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		return res, fmt.Errorf("dnsblast's output: %w", err)
+	}
+	return res, nil
+}
+
+// hits records one cache-hit run driven by load (metric keys start with
+// key): qps, latency, lost queries, the servers' CPU per answered query,
+// qps per core (answered queries per second of server CPU) and how busy
+// the server's core was: below 100 % the qps is bound by the load
+// generator, latency and scheduling, not by the server's CPU.
+func (b *bencher) hits(peer string, procs []*lab.Proc, key, tool string, load func() (bench.Dnsperf, error)) error {
+	r := b.rep
+	c0, err := cpu(procs)
+	if err != nil {
+		return err
+	}
+	d, err := load()
+	if err != nil {
+		return fmt.Errorf("cache hits (%s): %w", tool, err)
+	}
+	c1, err := cpu(procs)
+	if err != nil {
+		return err
+	}
+	pre := "cache hits (" + tool + "): "
+	r.Metric(key+"_qps", pre+"qps", "", "higher").Add(peer, d.QPS)
+	r.Metric(key+"_lat", pre+"avg latency", "ms", "lower").Add(peer, d.AvgLatMS)
+	r.Metric(key+"_lost", pre+"lost queries", "", "lower").Add(peer, float64(d.Lost))
+	perQuery, perCore, busy := math.NaN(), math.NaN(), math.NaN()
+	if used := (c1 - c0).Seconds(); d.Completed > 0 && used > 0 {
+		perQuery = used * 1e6 / float64(d.Completed)
+		perCore = float64(d.Completed) / used
+	}
+	if d.RunTimeS > 0 {
+		busy = 100 * (c1 - c0).Seconds() / d.RunTimeS
+	}
+	r.Metric(key+"_cpu_us", pre+"CPU per answered query", "µs", "lower").Add(peer, perQuery)
+	r.Metric(key+"_cpu_100k", pre+"CPU per 100k answered", "s", "lower").Add(peer, perQuery/10)
+	r.Metric(key+"_qps_core", pre+"qps per core", "", "higher").Add(peer, perCore)
+	r.Metric(key+"_busy", pre+"server CPU busy", "%", "lower").Add(peer, busy)
+	return nil
+}
+
 // runPeer is one peer's turn in one round: start, every scenario, stop.
 func (b *bencher) runPeer(ctx context.Context, p peer, round int) (err error) {
 	r, k := b.rep, p.Key
@@ -142,34 +200,25 @@ func (b *bencher) runPeer(ctx context.Context, p peer, round int) (err error) {
 	if _, err := lab.Query(b.l.Pod1, lab.KubeDNSIP, lab.Services[0].Name, "A", false); err != nil {
 		return fmt.Errorf("warm-up query: %w", err)
 	}
-	c0, err := cpu(procs)
-	if err != nil {
+	if err := b.hits(k, procs, "hit", "dnsperf", func() (bench.Dnsperf, error) {
+		return b.dnsperf(ctx, tag+"-hits", hit, b.o.hitD, b.o.outstanding, false)
+	}); err != nil {
 		return err
 	}
-	d, err := b.dnsperf(ctx, tag+"-hits", hit, b.o.hitD, b.o.outstanding, false)
-	if err != nil {
-		return fmt.Errorf("cache hits: %w", err)
+	blast := func() (bench.Dnsperf, error) { return b.blast(ctx, tag+"-blast", b.o.hitD, b.o.blastQ) }
+	if b.o.profile && k == "this" && round == b.o.rounds && server != nil {
+		run := blast
+		blast = func() (d bench.Dnsperf, err error) {
+			b.profiled(server.PID(), b.o.hitD, func() error { d, err = run(); return err })
+			return d, err
+		}
 	}
-	c1, err := cpu(procs)
-	if err != nil {
+	if err := b.hits(k, procs, "blast", "dnsblast", blast); err != nil {
 		return err
 	}
-	r.Metric("hit_qps", "cache hits: qps", "", "higher").Add(k, d.QPS)
-	r.Metric("hit_lat", "cache hits: avg latency", "ms", "lower").Add(k, d.AvgLatMS)
-	r.Metric("hit_lost", "cache hits: lost queries", "", "lower").Add(k, float64(d.Lost))
-	perQuery := math.NaN()
-	if d.Completed > 0 {
-		perQuery = float64(c1-c0) / float64(time.Microsecond) / float64(d.Completed)
+	if server != nil {
+		r.Metric("rss_hits", "RSS after the hit runs", "MiB", "lower").Add(k, mib(server))
 	}
-	r.Metric("hit_cpu_us", "cache hits: CPU per answered query", "µs", "lower").Add(k, perQuery)
-	r.Metric("hit_cpu_100k", "cache hits: CPU per 100k answered", "s", "lower").Add(k, perQuery/10)
-	// How busy the server's core was: below 100 % the qps figure is bound
-	// by latency and scheduling, not by the server's CPU.
-	busy := math.NaN()
-	if d.RunTimeS > 0 {
-		busy = 100 * (c1 - c0).Seconds() / d.RunTimeS
-	}
-	r.Metric("hit_busy", "cache hits: server CPU busy", "%", "lower").Add(k, busy)
 
 	// Cache misses.
 	if p.misses {
@@ -291,7 +340,7 @@ func (b *bencher) write(peers []peer) error {
 // summary prints the figures the targets are about, as medians,
 // with this build's ratio to each peer.
 func summary(r *bench.Report) {
-	keys := []string{"hit_qps", "hit_cpu_us", "rss_idle", "rss_100k", "rss_10k", "start_ms", "system_slow", "go_slow", "system_err"}
+	keys := []string{"hit_qps", "hit_cpu_us", "blast_qps", "blast_cpu_us", "blast_qps_core", "blast_busy", "rss_idle", "rss_hits", "rss_100k", "rss_10k", "start_ms", "system_slow", "go_slow", "system_err"}
 	fmt.Printf("\n%d rounds, medians; (×) is this build's ratio to the peer\n%-40s", r.Rounds, "")
 	for _, p := range r.Peers {
 		fmt.Printf(" %22s", p.Name)
@@ -326,7 +375,36 @@ func summary(r *bench.Report) {
 		}
 		fmt.Println()
 	}
+	if bl := r.Baseline; bl != nil {
+		fmt.Printf("\nper core, ÷ %s in the same round (median)\n", bl.Peer)
+		for _, k := range []string{"blast_cpu_us", "blast_qps_core", "hit_cpu_us"} {
+			ratios, ok := bl.Ratios[k]
+			if !ok {
+				continue
+			}
+			title := k
+			for _, m := range r.Metrics {
+				if m.Key == k {
+					title = m.Title
+				}
+			}
+			fmt.Printf("%-40s", title)
+			for _, p := range r.Peers {
+				cell := "—"
+				if s, ok := ratios[p.Key]; ok {
+					cell = fmt.Sprintf("%.2f×", s.Median)
+				}
+				fmt.Printf(" %22s", cell)
+			}
+			fmt.Println()
+		}
+	}
 	for _, d := range r.Dropped {
 		fmt.Printf("not measured: %s: %s\n", d.Name, d.Reason)
+	}
+	for _, n := range r.Notes {
+		if strings.HasPrefix(n, "Driven by ") {
+			fmt.Println(n)
+		}
 	}
 }

@@ -71,53 +71,75 @@ type FlagsCache struct {
 	KubeDNS  string   // -kubednscm: the kube-dns ConfigMap volume
 }
 
-// StartNodeCacheFlags starts bin/coredns in the node namespace as the
-// official DaemonSet starts node-cache: its container args after the
-// documented sed of opts.Mode, KUBE_DNS_UPSTREAM_SERVICE_HOST from kubelet,
-// the node's resolv.conf (dnsPolicy Default), and the two ConfigMap volumes
-// given by -basecorefile and -kubednscm (the manifest mounts them at those
-// flags' defaults, which on this machine would be the host's /etc). It waits
-// until the cache answers on 169.254.20.10 and has its rules in.
-func (l *Lab) StartNodeCacheFlags(ctx context.Context, opts FlagsOptions) (*FlagsCache, error) {
-	if l.Caches() > 0 {
-		return nil, errors.New("the node cache is already running")
-	}
+// FlagsFiles is the command line and the files the official DaemonSet
+// gives node-cache, laid out in the run directory.
+type FlagsFiles struct {
+	Args     []string // the command line after the binary
+	Conf     string   // -conf: where the cache writes the rendered Corefile
+	Template string   // -basecorefile: the sed-rendered template
+	KubeDNS  string   // -kubednscm: the kube-dns ConfigMap volume
+}
+
+// NodeCacheFlags lays out what the official DaemonSet gives node-cache for
+// opts.Mode: its container args after the documented sed, the two
+// ConfigMap volumes given by -basecorefile and -kubednscm (the manifest
+// mounts them at those flags' defaults, which on this machine would be the
+// host's /etc) and the -conf path. Any binary that takes node-cache's flags
+// can be started with the result: bin/coredns (the drop-in) or node-cache
+// itself.
+func (l *Lab) NodeCacheFlags(opts FlagsOptions) (FlagsFiles, error) {
+	var f FlagsFiles
 	if opts.Mode == "" {
 		opts.Mode = IptablesMode
 	}
 	if opts.Mode != IptablesMode && opts.Mode != IPVSMode {
-		return nil, fmt.Errorf("mode %q: want %q or %q", opts.Mode, IptablesMode, IPVSMode)
+		return f, fmt.Errorf("mode %q: want %q or %q", opts.Mode, IptablesMode, IPVSMode)
 	}
 	tmpl := opts.Template
 	if tmpl == "" {
 		b, err := os.ReadFile(filepath.Join(l.cfg.Root, OfficialTemplate))
 		if err != nil {
-			return nil, err
+			return f, err
 		}
 		tmpl = string(b)
 	}
 	dir, err := os.MkdirTemp(l.Dir, "flags-")
 	if err != nil {
-		return nil, err
+		return f, err
 	}
-	c := &FlagsCache{
-		Template: filepath.Join(dir, "Corefile.base"),
-		KubeDNS:  filepath.Join(dir, "kube-dns"),
+	f.Template = filepath.Join(dir, "Corefile.base")
+	f.KubeDNS = filepath.Join(dir, "kube-dns")
+	f.Conf = filepath.Join(dir, "Corefile")
+	if err := os.WriteFile(f.Template, []byte(Sed(opts.Mode, tmpl)), 0o644); err != nil {
+		return f, err
 	}
-	if err := os.WriteFile(c.Template, []byte(Sed(opts.Mode, tmpl)), 0o644); err != nil {
-		return nil, err
+	if err := WriteConfigMap(f.KubeDNS, opts.KubeDNS); err != nil {
+		return f, err
 	}
-	if err := WriteConfigMap(c.KubeDNS, opts.KubeDNS); err != nil {
-		return nil, err
-	}
-	conf := filepath.Join(dir, "Corefile")
 	for _, a := range officialArgs {
 		if a == "/etc/Corefile" {
-			a = conf
+			a = f.Conf
 		}
-		c.Args = append(c.Args, Sed(opts.Mode, a))
+		f.Args = append(f.Args, Sed(opts.Mode, a))
 	}
-	c.Args = append(c.Args, "-basecorefile", c.Template, "-kubednscm", c.KubeDNS)
+	f.Args = append(f.Args, "-basecorefile", f.Template, "-kubednscm", f.KubeDNS)
+	return f, nil
+}
+
+// StartNodeCacheFlags starts bin/coredns in the node namespace as the
+// official DaemonSet starts node-cache (NodeCacheFlags),
+// KUBE_DNS_UPSTREAM_SERVICE_HOST from kubelet and the node's resolv.conf
+// (dnsPolicy Default). It waits until the cache answers on 169.254.20.10
+// and has its rules in.
+func (l *Lab) StartNodeCacheFlags(ctx context.Context, opts FlagsOptions) (*FlagsCache, error) {
+	if l.Caches() > 0 {
+		return nil, errors.New("the node cache is already running")
+	}
+	f, err := l.NodeCacheFlags(opts)
+	if err != nil {
+		return nil, err
+	}
+	c := &FlagsCache{Args: f.Args, Template: f.Template, KubeDNS: f.KubeDNS}
 
 	// Peers are instances in the same network namespace (plugin/nodelocal
 	// peers.go), so the default /run/nodelocaldns is shared safely with
@@ -126,7 +148,7 @@ func (l *Lab) StartNodeCacheFlags(ctx context.Context, opts FlagsOptions) (*Flag
 	if err != nil {
 		return nil, err
 	}
-	c.Cache = &Cache{lab: l, Proc: p, Conf: conf}
+	c.Cache = &Cache{lab: l, Proc: p, Conf: f.Conf}
 	err = l.waitCacheUp(ctx, p, true)
 	if err != nil {
 		p.Stop(10 * time.Second)
