@@ -4,30 +4,41 @@ text of deploy/base/Corefile or deploy/overlays/<mode>/Corefile (the test in
 deploy/ compares them). {$NAME} stays for CoreDNS to expand from the params
 ConfigMap, as in the kustomize tree.
 */}}
-{{- define "nodelocaldns.cacheopts" -}}
-{{- $c := .Values.config -}}
-{{- if $c.prefetch.enabled }}
-        prefetch {{ $c.prefetch.amount }} {{ $c.prefetch.duration }} {{ $c.prefetch.percentage }}
+{{/* serve_stale: verify waits 1s for the upstream, stale answers carry
+RFC 8767's 30s TTL, a failed refresh is retried after 10s. */}}
+{{- define "nodelocaldns.servestale" -}}
+{{- $s := .Values.config.serveStale -}}
+{{- if $s.enabled }}
+        serve_stale {{ $s.duration }} {{ $s.mode }}{{ if eq $s.mode "verify" }} 1s{{ end }} 30s 10s
 {{- end }}
-{{- if $c.serveStale.enabled }}
-        serve_stale {{ with $c.serveStale.duration }}{{ . }} {{ end }}{{ $c.serveStale.mode }}
+{{- end -}}
+
+{{/* prefetch: the cluster block always prefetches popular names (10 queries
+a minute, the last 20% of the TTL) unless config.prefetch sets its own. */}}
+{{- define "nodelocaldns.prefetch" -}}
+{{- $p := .ctx.Values.config.prefetch -}}
+{{- if $p.enabled }}
+        prefetch {{ $p.amount }} {{ $p.duration }} {{ $p.percentage }}
+{{- else if .cluster }}
+        prefetch 10 1m 20%
 {{- end }}
 {{- end -}}
 
 {{- define "nodelocaldns.cache30" -}}
-{{- $c := .Values.config -}}
-{{- if or $c.prefetch.enabled $c.serveStale.enabled }}
+{{- $c := .Values.config }}
     cache {{ $c.cacheTTL }} {
-{{- include "nodelocaldns.cacheopts" . }}
+        success {$NODELOCAL_CACHE_OTHER}
+        denial {$NODELOCAL_CACHE_OTHER}
+{{- include "nodelocaldns.servestale" . }}
+{{- include "nodelocaldns.prefetch" (dict "ctx" . "cluster" false) }}
     }
-{{- else }}
-    cache {{ $c.cacheTTL }}
-{{- end }}
 {{- end -}}
 
 {{- define "nodelocaldns.upstream" }}
     forward . {$KUBE_DNS_UPSTREAM_SERVICE_HOST} {
         {{ .Values.config.commProtocol }}
+        max_concurrent 1000
+        failfast_all_unhealthy_upstreams
     }
 {{- if .Values.config.noIPv6Lookups }}
     template IN AAAA {
@@ -56,9 +67,10 @@ ConfigMap, as in the kustomize tree.
 {{- end }}
     errors
     cache {
-        success 9984 30
-        denial 9984 5
-{{- include "nodelocaldns.cacheopts" . }}
+        success {$NODELOCAL_CACHE_SUCCESS} 30
+        denial {$NODELOCAL_CACHE_DENIAL} 5
+{{- include "nodelocaldns.servestale" . }}
+{{- include "nodelocaldns.prefetch" (dict "ctx" . "cluster" true) }}
     }
     loop
     bind {{ $ips }}
@@ -99,7 +111,10 @@ ConfigMap, as in the kustomize tree.
 {{- include "nodelocaldns.cache30" . }}
     loop
     bind {{ $ips }}
-    forward . /etc/resolv.conf
+    forward . /etc/resolv.conf {
+        max_concurrent 1000
+        failfast_all_unhealthy_upstreams
+    }
     prometheus :9253
 {{- if $c.noIPv6Lookups }}
     template IN AAAA {

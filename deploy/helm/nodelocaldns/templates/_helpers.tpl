@@ -17,8 +17,8 @@ the key.
 {{- if and $c.customConfig (ne .Values.mode "compat") (contains "__PILLAR__" $c.customConfig) -}}
 {{- fail (printf "config.customConfig uses node-cache's __PILLAR__ placeholders, which only mode compat renders (mode is %s)" .Values.mode) -}}
 {{- end -}}
-{{- if and (eq .Values.mode "compat") (or $c.extraServerBlocks $c.prefetch.enabled $c.serveStale.enabled $c.enableLogging $c.noIPv6Lookups (ne $c.commProtocol "force_tcp") (ne (int $c.cacheTTL) 30)) -}}
-{{- fail "mode compat runs node-cache's own Corefile template: change it with config.customConfig, not config.extraServerBlocks, prefetch, serveStale, enableLogging, noIPv6Lookups, commProtocol or cacheTTL" -}}
+{{- if and (eq .Values.mode "compat") (or $c.extraServerBlocks $c.prefetch.enabled (not $c.serveStale.enabled) (ne $c.serveStale.mode "verify") (ne $c.serveStale.duration "1h") $c.enableLogging $c.noIPv6Lookups (ne $c.commProtocol "force_tcp") (ne (int $c.cacheTTL) 30)) -}}
+{{- fail "mode compat runs node-cache's own Corefile template: change it with config.customConfig, not config.extraServerBlocks, prefetch, serveStale (the template loader adds serve_stale 1h verify itself), enableLogging, noIPv6Lookups, commProtocol or cacheTTL" -}}
 {{- end -}}
 {{- if and $c.skipTeardown $cilium -}}
 {{- fail "config.skipTeardown: mode cilium sets nothing up on the node, so there is nothing to tear down; leave it false" -}}
