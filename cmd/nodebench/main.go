@@ -268,7 +268,7 @@ func run(ctx context.Context, o options) error {
 }
 
 // peerKeys are the keys of every peer makePeers knows, for -peers.
-var peerKeys = []string{"this", "dropin", "failopen", "unbound", "dnsdist", "nodecache", "stock", "nocache", "ceiling"}
+var peerKeys = []string{"this", "hitpath", "dropin", "failopen", "unbound", "dnsdist", "nodecache", "stock", "nocache", "ceiling"}
 
 // selectPeers turns -peers into a set of keys; empty means every peer.
 func selectPeers(only string) (map[string]bool, error) {
@@ -298,6 +298,10 @@ func makePeers(root, stock, nodeCache string) []peer {
 		Peer:  bench.Peer{Key: "this", Name: "this build", What: "bin/coredns, Corefile.example (nodelocal directive sets up link and rules)"},
 		cache: true, misses: true,
 		start: withNodeCorefile("bench-this", bin("coredns"), func(cf string) string { return cf }),
+	}, {
+		Peer:  bench.Peer{Key: "hitpath", Name: "this build, hitpath", What: "as this build, with the hitpath directive in every server block (cache hits on UDP answered from the stored reply, batched socket I/O)"},
+		cache: true, misses: true,
+		start: withNodeCorefile("bench-hitpath", bin("coredns"), withHitpath),
 	}, {
 		Peer:  bench.Peer{Key: "dropin", Name: "this build, drop-in", What: "bin/coredns as node-cache's drop-in: the official DaemonSet's args (-localip, -conf, -upstreamsvc) and Corefile template"},
 		cache: true, misses: true,

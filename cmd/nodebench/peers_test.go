@@ -103,3 +103,14 @@ func TestKernelShare(t *testing.T) {
 		t.Error("A report without a kernel line gave a share")
 	}
 }
+
+func TestWithHitpath(t *testing.T) {
+	cf := "# a comment {\ncluster.local:53 {\n    cache {\n        success 9984 30\n    }\n}\n.:53 {\n    errors\n}\n"
+	got := withHitpath(cf)
+	if n := strings.Count(got, "hitpath"); n != 2 {
+		t.Fatalf("hitpath appears %d times, want once per server block:\n%s", n, got)
+	}
+	if !strings.Contains(got, "cluster.local:53 {\n    hitpath\n    cache {") || !strings.Contains(got, ".:53 {\n    hitpath\n    errors") {
+		t.Errorf("hitpath is not first in each server block:\n%s", got)
+	}
+}
