@@ -70,7 +70,8 @@ func (o *owner) startup(in *instance) error {
 		if err := o.ensureHost(in); err != nil {
 			return err
 		}
-		if err := o.apply(in, in.spec()); err != nil {
+		o.publish(in)
+		if err := o.apply(in, o.want(in)); err != nil {
 			return fmt.Errorf("%s: %w", pluginName, err)
 		}
 		o.active = in
@@ -85,6 +86,7 @@ func (o *owner) startup(in *instance) error {
 		return err
 	}
 	o.announce(in.cfg.StateDir)
+	o.publish(in)
 	o.active = in
 	o.applied = &hostSpec{link: in.spec().link, rules: rules.Spec{Mode: rules.ModeNone}}
 	in.startLoop(true)
@@ -145,6 +147,35 @@ func (o *owner) announce(dir string) {
 	o.me = p
 }
 
+// publish records the instance's needs for the other instances on the node.
+func (o *owner) publish(in *instance) {
+	if o.me == nil {
+		return
+	}
+	if err := o.me.Publish(in.spec()); err != nil {
+		log.Warningf("Cannot tell the other instances on this node what this one needs: %v", err)
+	}
+}
+
+// want is what the node must carry for in and the live instances beside it
+// (union.go). With a peer whose needs are unknown, what is on the node
+// stays too: that peer may need it.
+func (o *owner) want(in *instance) hostSpec {
+	own := in.spec()
+	if o.me == nil {
+		return own
+	}
+	peers, err := o.me.Others()
+	if err != nil {
+		log.Warningf("Cannot see other instances on this node: %v", err)
+	}
+	hs, unknown := withPeers(own, peers)
+	if unknown && o.applied != nil {
+		hs, _ = merge(hs, []*hostSpec{o.applied})
+	}
+	return hs
+}
+
 // hookExit registers the process-exit hook (SIGQUIT's only callback) once.
 func (o *owner) hookExit() {
 	if o.exitHooked {
@@ -178,7 +209,7 @@ func (o *owner) drawTraffic(in *instance) error {
 	if in.torn || o.active != in {
 		return nil
 	}
-	hs := in.spec()
+	hs := o.want(in)
 	if err := o.apply(in, hs); err != nil {
 		in.setReady(false)
 		return err
@@ -203,7 +234,19 @@ func (o *owner) repair(in *instance) ([]string, error) {
 	if in.torn || o.active != in {
 		return nil, nil
 	}
-	changes, err := ensure(in.host, in.spec())
+	want := o.want(in)
+	if o.applied == nil || !sameSpec(want, *o.applied) {
+		// Another instance came or went (or this one's settings changed):
+		// the node moves to what the live instances need together. Not a
+		// repair.
+		err := o.apply(in, want)
+		in.setReady(err == nil)
+		if err == nil {
+			log.Infof("Node now carries what the live instances need: %s", describe(want))
+		}
+		return nil, err
+	}
+	changes, err := ensure(in.host, want)
 	in.setReady(err == nil)
 	return changes, err
 }
@@ -231,7 +274,8 @@ func (o *owner) resume(in *instance) error {
 		failed.haltLoop()
 	}
 	o.active = in
-	if err := o.apply(in, in.spec()); err != nil {
+	o.publish(in)
+	if err := o.apply(in, o.want(in)); err != nil {
 		in.setReady(false)
 		return fmt.Errorf("%s: restore after failed reload: %w", pluginName, err)
 	}
@@ -256,18 +300,24 @@ func (o *owner) peers() int {
 	if o.me == nil {
 		return 0
 	}
-	c, err := o.me.Others()
+	p, err := o.me.Others()
 	if err != nil {
 		log.Warningf("Cannot see other instances on this node: %v", err)
 		return 0
 	}
-	return c
+	return len(p)
 }
 
-// leave ends this process's presence on the node.
-func (o *owner) leave() {
-	if o.me != nil {
-		o.me.Leave()
-		o.me = nil
+// leave ends this process's presence on the node and returns what the
+// instances still live need.
+func (o *owner) leave() []*hostSpec {
+	if o.me == nil {
+		return nil
 	}
+	peers, err := o.me.Leave()
+	o.me = nil
+	if err != nil {
+		log.Warningf("Cannot see other instances on this node, acting as the last one: %v", err)
+	}
+	return peers
 }

@@ -15,8 +15,8 @@ func TestPresence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := a.Others(); err != nil || n != 0 {
-		t.Fatalf("Alone: others = %d, %v", n, err)
+	if n, err := a.Others(); err != nil || len(n) != 0 {
+		t.Fatalf("Alone: others = %d, %v", len(n), err)
 	}
 
 	// Another process holding a lock file, as a surge instance would: this
@@ -33,7 +33,7 @@ func TestPresence(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n == 1 {
+		if len(n) == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -45,8 +45,8 @@ func TestPresence(t *testing.T) {
 	// Killed: the kernel drops its lock; it no longer counts and its file is cleaned.
 	cmd.Process.Kill()
 	cmd.Wait()
-	if n, err := a.Others(); err != nil || n != 0 {
-		t.Errorf("After the peer died: others = %d, %v", n, err)
+	if n, err := a.Others(); err != nil || len(n) != 0 {
+		t.Errorf("After the peer died: others = %d, %v", len(n), err)
 	}
 	if files, _ := filepath.Glob(filepath.Join(dir, "instance-*.lock")); len(files) != 1 {
 		t.Errorf("Dead peer's file left: %v", files)
@@ -60,7 +60,9 @@ func TestPresence(t *testing.T) {
 		otherNamespacePeer(t, a, dir)
 	}
 
-	a.Leave()
+	if peers, err := a.Leave(); err != nil || len(peers) != 0 {
+		t.Errorf("Leave saw %d others (%v), want 0", len(peers), err)
+	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("leave left %d files", len(entries))
 	}
@@ -85,13 +87,13 @@ func otherNamespacePeer(t *testing.T, a *presence, dir string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n, err := a.Others(); err != nil || n != 0 {
-		t.Errorf("With a live instance in another network namespace: others = %d, %v; want 0", n, err)
+	if n, err := a.Others(); err != nil || len(n) != 0 {
+		t.Errorf("With a live instance in another network namespace: others = %d, %v; want 0", len(n), err)
 	}
 	other.Process.Kill()
 	other.Wait()
-	if n, err := a.Others(); err != nil || n != 0 {
-		t.Errorf("After the other namespace's instance died: others = %d, %v", n, err)
+	if n, err := a.Others(); err != nil || len(n) != 0 {
+		t.Errorf("After the other namespace's instance died: others = %d, %v", len(n), err)
 	}
 }
 

@@ -28,10 +28,14 @@ type System interface {
 
 // Presence is this process's place among the instances on the node.
 type Presence interface {
-	// Others counts the other live instances on the node.
-	Others() (int, error)
-	// Leave ends the presence.
-	Leave()
+	// Publish records what this instance needs on the node, for the others.
+	Publish(hostSpec) error
+	// Others returns what each other live instance on the node needs; nil
+	// for one whose needs are unknown.
+	Others() ([]*hostSpec, error)
+	// Leave ends the presence, then returns what the instances still live
+	// need, as Others does.
+	Leave() ([]*hostSpec, error)
 }
 
 // realSystem is the node itself: netlink, iptables or nftables, this

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 )
@@ -50,7 +51,6 @@ func (o *owner) shutdown(in *instance) error {
 	}
 	in.setReady(false)
 	if peers := o.peers(); peers > 0 {
-		in.handedOver = true
 		log.Infof("Stopping: %d other instance(s) on this node keep the interface and rules", peers)
 		return nil
 	}
@@ -134,22 +134,21 @@ func (o *owner) teardownLocked(in *instance, cause stopCause) error {
 	in.setReady(false)
 	hs := o.applied
 	o.active, o.applied = nil, nil
-	defer o.leave()
+	// Leave first, look after: the last one out sees it is, even when
+	// instances stop together, or a peer seen at SIGTERM is gone now.
+	peers := o.leave()
 	if hs == nil {
 		return nil
 	}
-	if peers := o.peers(); in.handedOver || peers > 0 {
-		log.Infof("Leaving %s to the other instance(s) on this node", describe(*hs))
+	if cause == causeStop && in.cfg.Teardown == TeardownOff {
+		log.Infof("Teardown off: leaving %s in place", describe(*hs))
 		return nil
 	}
-	if cause == causeStop {
-		switch in.cfg.Teardown {
-		case TeardownOff:
-			log.Infof("Teardown off: leaving %s in place", describe(*hs))
-			return nil
-		case TeardownHandoff:
-			return o.handoff(in, *hs)
-		}
+	if len(peers) > 0 {
+		return o.leaveTo(in, *hs, peers)
+	}
+	if cause == causeStop && in.cfg.Teardown == TeardownHandoff {
+		return o.handoff(in, *hs)
 	}
 	if err := remove(in.host, *hs); err != nil {
 		return fmt.Errorf("%s: teardown: %w", pluginName, err)
@@ -159,6 +158,43 @@ func (o *owner) teardownLocked(in *instance, cause stopCause) error {
 		why = " (" + cause.String() + ")"
 	}
 	log.Infof("Node torn down%s: %s", why, describe(*hs))
+	return nil
+}
+
+// leaveTo gives the node up beside live peers: what they need of what this
+// instance had stays (their rules rewritten without this one's), the rest
+// goes, rules first. A peer whose needs are unknown keeps everything.
+func (o *owner) leaveTo(in *instance, hs hostSpec, peers []*hostSpec) error {
+	rest, unknown := needed(hs, peers)
+	if unknown {
+		log.Infof("Leaving %s to the other instance(s) on this node", describe(hs))
+		return nil
+	}
+	var errs []error
+	switch {
+	case hs.rules.Mode == rules.ModeNone:
+	case rest.rules.Mode == rules.ModeNone:
+		if err := in.host.RemoveRules(hs.rules); err != nil {
+			errs = append(errs, fmt.Errorf("remove rules: %w", err))
+		}
+	default:
+		if _, err := in.host.EnsureRules(rest.rules); err != nil {
+			errs = append(errs, fmt.Errorf("rules of the other instances: %w", err))
+		}
+	}
+	if hs.link.Name != "" {
+		stale := hs.link
+		stale.Addrs = slices.DeleteFunc(slices.Clone(stale.Addrs), func(a netip.Addr) bool { return slices.Contains(rest.link.Addrs, a) })
+		if len(stale.Addrs) > 0 {
+			if err := in.host.RemoveLink(stale); err != nil {
+				errs = append(errs, fmt.Errorf("remove addresses %v: %w", stale.Addrs, err))
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%s: teardown: %w", pluginName, err)
+	}
+	log.Infof("Left to the %d other instance(s) on this node: %s", len(peers), describe(rest))
 	return nil
 }
 
