@@ -187,6 +187,7 @@ func (s *fakeSystem) sameNode() *fakeSystem {
 
 // fakeDir is a state directory: the live presences and what each published.
 type fakeDir struct {
+	node  sync.Mutex // the node lock
 	mu    sync.Mutex
 	live  []*fakePresence
 	needs map[*fakePresence]hostSpec
@@ -279,6 +280,11 @@ func (p *fakePresence) Others() ([]*hostSpec, error) {
 		}
 	}
 	return peers, nil
+}
+
+func (p *fakePresence) Lock() (func(), error) {
+	p.s.dir.node.Lock()
+	return p.s.dir.node.Unlock, nil
 }
 
 func (p *fakePresence) Leave() ([]*hostSpec, error) {

@@ -71,6 +71,8 @@ func (o *owner) startup(in *instance) error {
 			return err
 		}
 		o.publish(in)
+		unlock := o.lockNode()
+		defer unlock()
 		if err := o.apply(in, o.want(in)); err != nil {
 			return fmt.Errorf("%s: %w", pluginName, err)
 		}
@@ -157,6 +159,22 @@ func (o *owner) publish(in *instance) {
 	}
 }
 
+// lockNode takes the lock the instances on the node share, for one change
+// of the node: what the live instances need is read and put in place as
+// one step, so a peer leaving meanwhile cannot have its rules put back.
+// It returns the release.
+func (o *owner) lockNode() func() {
+	if o.me == nil {
+		return func() {}
+	}
+	unlock, err := o.me.Lock()
+	if err != nil {
+		log.Warningf("Cannot lock the node against the other instances on it: %v", err)
+		return func() {}
+	}
+	return unlock
+}
+
 // want is what the node must carry for in and the live instances beside it
 // (union.go). With a peer whose needs are unknown, what is on the node
 // stays too: that peer may need it.
@@ -209,6 +227,8 @@ func (o *owner) drawTraffic(in *instance) error {
 	if in.torn || o.active != in {
 		return nil
 	}
+	unlock := o.lockNode()
+	defer unlock()
 	hs := o.want(in)
 	if err := o.apply(in, hs); err != nil {
 		in.setReady(false)
@@ -234,6 +254,8 @@ func (o *owner) repair(in *instance) ([]string, error) {
 	if in.torn || o.active != in {
 		return nil, nil
 	}
+	unlock := o.lockNode()
+	defer unlock()
 	want := o.want(in)
 	if o.applied == nil || !sameSpec(want, *o.applied) {
 		// Another instance came or went (or this one's settings changed):
@@ -275,6 +297,8 @@ func (o *owner) resume(in *instance) error {
 	}
 	o.active = in
 	o.publish(in)
+	unlock := o.lockNode()
+	defer unlock()
 	if err := o.apply(in, o.want(in)); err != nil {
 		in.setReady(false)
 		return fmt.Errorf("%s: restore after failed reload: %w", pluginName, err)

@@ -104,6 +104,26 @@ func (p *presence) Publish(hs hostSpec) error {
 // free), whatever their namespace, are removed on the way.
 func (p *presence) Others() ([]*hostSpec, error) { return p.others(p.path) }
 
+// nodeLockName is the file in the state directory whose flock the
+// instances on the node take to change it.
+const nodeLockName = "node.lock"
+
+// Lock takes the node lock. It waits for a peer that holds it (one change
+// of the node, seconds at most; a dead holder's lock is released by the
+// kernel).
+func (p *presence) Lock() (func(), error) {
+	path := filepath.Join(p.dir, nodeLockName)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("node lock %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("node lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
 // Leave removes this process's files and releases its lock, then returns
 // what the instances still live need. Leaving before looking means that of
 // two instances leaving at once, at least one sees the other gone: the

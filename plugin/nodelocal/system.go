@@ -33,6 +33,10 @@ type Presence interface {
 	// Others returns what each other live instance on the node needs; nil
 	// for one whose needs are unknown.
 	Others() ([]*hostSpec, error)
+	// Lock takes the lock the instances on the node share while one of
+	// them changes the node, and returns its release; the release stays
+	// valid after Leave.
+	Lock() (func(), error)
 	// Leave ends the presence, then returns what the instances still live
 	// need, as Others does.
 	Leave() ([]*hostSpec, error)

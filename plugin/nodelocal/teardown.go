@@ -136,6 +136,8 @@ func (o *owner) teardownLocked(in *instance, cause stopCause) error {
 	o.active, o.applied = nil, nil
 	// Leave first, look after: the last one out sees it is, even when
 	// instances stop together, or a peer seen at SIGTERM is gone now.
+	unlock := o.lockNode()
+	defer unlock()
 	peers := o.leave()
 	if hs == nil {
 		return nil
