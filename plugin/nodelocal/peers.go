@@ -50,13 +50,17 @@ func announce(dir string) (*presence, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("state directory %s: %w", dir, err)
 	}
+	// Checked at setup too; again now that it exists.
+	if err := checkStateDir(dir); err != nil {
+		return nil, err
+	}
 	b := make([]byte, 6)
 	if _, err := rand.Read(b); err != nil {
 		return nil, err
 	}
 	ns := netnsID()
 	path := filepath.Join(dir, fmt.Sprintf("instance-%s-%d-%s.lock", ns, os.Getpid(), hex.EncodeToString(b)))
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o644)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("state directory %s: %w", dir, err)
 	}
