@@ -173,6 +173,7 @@ type fakeSystem struct {
 	peers     int          // other live instances on the node, needs unknown
 	announced []string     // state directories announced in, in order
 	present   int          // presences not yet left
+	held      *holding     // what the process last said it holds
 }
 
 func newFakeSystem() *fakeSystem {
@@ -232,6 +233,12 @@ func (s *fakeSystem) Announce(dir string) (Presence, error) {
 	defer s.dir.mu.Unlock()
 	s.dir.live = append(s.dir.live, p)
 	return p, nil
+}
+
+func (s *fakeSystem) Hold(h holding) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held = &h
 }
 
 // set changes the fake under its lock.

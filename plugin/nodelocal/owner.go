@@ -122,6 +122,7 @@ func (o *owner) setupLink(in *instance) error {
 		return err
 	}
 	if link := in.spec().link; link.Name != "" {
+		o.hold(in, &hostSpec{link: link, rules: rules.Spec{Mode: rules.ModeNone}})
 		if _, err := in.host.EnsureLink(link); err != nil {
 			countSetupError(err, errInterfaceAdd)
 			err = fmt.Errorf("interface %s: %w", link.Name, err)
@@ -194,6 +195,16 @@ func (o *owner) want(in *instance) hostSpec {
 	return hs
 }
 
+// hold tells a supervising parent what the process holds on the node (nil:
+// it has given the node up), before the change is made.
+func (o *owner) hold(in *instance, hs *hostSpec) {
+	h := holding{Teardown: in.cfg.Teardown, Upstream: in.cfg.Upstream, StateDir: in.cfg.StateDir, Released: hs == nil}
+	if hs != nil {
+		h.Link, h.Rules = hs.link, hs.rules
+	}
+	o.sys.Hold(h)
+}
+
 // hookExit registers the process-exit hook (SIGQUIT's only callback) once.
 func (o *owner) hookExit() {
 	if o.exitHooked {
@@ -207,15 +218,26 @@ func (o *owner) hookExit() {
 // records it as applied, then removes what the previous state had and want
 // has not.
 func (o *owner) apply(in *instance, want hostSpec) error {
+	prev := o.applied
+	if prev != nil {
+		// Until the stale part is gone, both may be on the node.
+		both, _ := merge(*prev, []*hostSpec{&want})
+		o.hold(in, &both)
+	} else {
+		o.hold(in, &want)
+	}
 	if _, err := ensure(in.host, want); err != nil {
 		return err
 	}
-	prev := o.applied
 	o.applied = &want
 	if prev == nil {
 		return nil
 	}
-	return removeStale(in.host, *prev, want)
+	if err := removeStale(in.host, *prev, want); err != nil {
+		return err
+	}
+	o.hold(in, &want)
+	return nil
 }
 
 // drawTraffic is the end of the first start's takeover, once the listeners

@@ -24,6 +24,10 @@ type System interface {
 	// Announce makes this process known, in dir, to the other instances
 	// on the node.
 	Announce(dir string) (Presence, error)
+	// Hold tells a supervising parent what this process holds on the
+	// node, so that it can undo it when the process dies without doing
+	// so (supervise.go).
+	Hold(holding)
 }
 
 // Presence is this process's place among the instances on the node.
@@ -53,3 +57,4 @@ func (realSystem) RaiseRcvBuf(ips []netip.Addr, ports []int, size int) (int, err
 	return raiseRcvBuf(ips, ports, size)
 }
 func (realSystem) Announce(dir string) (Presence, error) { return announce(dir) }
+func (realSystem) Hold(h holding)                        { tellSupervisor(h) }

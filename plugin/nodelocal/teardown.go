@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 )
@@ -138,6 +137,9 @@ func (o *owner) teardownLocked(in *instance, cause stopCause) error {
 	// instances stop together, or a peer seen at SIGTERM is gone now.
 	unlock := o.lockNode()
 	defer unlock()
+	// Whatever the outcome below, the node's fate is decided here: a
+	// supervising parent has nothing to undo.
+	defer o.hold(in, nil)
 	peers := o.leave()
 	if hs == nil {
 		return nil
@@ -163,40 +165,17 @@ func (o *owner) teardownLocked(in *instance, cause stopCause) error {
 	return nil
 }
 
-// leaveTo gives the node up beside live peers: what they need of what this
-// instance had stays (their rules rewritten without this one's), the rest
-// goes, rules first. A peer whose needs are unknown keeps everything.
+// leaveTo gives the node up beside live peers (leaveBeside).
 func (o *owner) leaveTo(in *instance, hs hostSpec, peers []*hostSpec) error {
-	rest, unknown := needed(hs, peers)
-	if unknown {
+	rest, err := leaveBeside(in.host, hs, peers)
+	if err != nil {
+		return fmt.Errorf("%s: teardown: %w", pluginName, err)
+	}
+	if rest == nil {
 		log.Infof("Leaving %s to the other instance(s) on this node", describe(hs))
 		return nil
 	}
-	var errs []error
-	switch {
-	case hs.rules.Mode == rules.ModeNone:
-	case rest.rules.Mode == rules.ModeNone:
-		if err := in.host.RemoveRules(hs.rules); err != nil {
-			errs = append(errs, fmt.Errorf("remove rules: %w", err))
-		}
-	default:
-		if _, err := in.host.EnsureRules(rest.rules); err != nil {
-			errs = append(errs, fmt.Errorf("rules of the other instances: %w", err))
-		}
-	}
-	if hs.link.Name != "" {
-		stale := hs.link
-		stale.Addrs = slices.DeleteFunc(slices.Clone(stale.Addrs), func(a netip.Addr) bool { return slices.Contains(rest.link.Addrs, a) })
-		if len(stale.Addrs) > 0 {
-			if err := in.host.RemoveLink(stale); err != nil {
-				errs = append(errs, fmt.Errorf("remove addresses %v: %w", stale.Addrs, err))
-			}
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("%s: teardown: %w", pluginName, err)
-	}
-	log.Infof("Left to the %d other instance(s) on this node: %s", len(peers), describe(rest))
+	log.Infof("Left to the %d other instance(s) on this node: %s", len(peers), describe(*rest))
 	return nil
 }
 

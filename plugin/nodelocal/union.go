@@ -2,6 +2,7 @@ package nodelocal
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -88,6 +89,39 @@ func needed(mine hostSpec, others []*hostSpec) (hostSpec, bool) {
 		rest.rules = rules.Spec{Mode: rules.ModeNone}
 	}
 	return rest, unknown
+}
+
+// leaveBeside gives hs up beside live peers: what they need of it stays
+// (their rules rewritten without the rest), the rest goes, rules first. It
+// returns what stays, or nil when a peer's needs are unknown: that peer
+// keeps everything.
+func leaveBeside(h Host, hs hostSpec, peers []*hostSpec) (*hostSpec, error) {
+	rest, unknown := needed(hs, peers)
+	if unknown {
+		return nil, nil
+	}
+	var errs []error
+	switch {
+	case hs.rules.Mode == rules.ModeNone:
+	case rest.rules.Mode == rules.ModeNone:
+		if err := h.RemoveRules(hs.rules); err != nil {
+			errs = append(errs, fmt.Errorf("remove rules: %w", err))
+		}
+	default:
+		if _, err := h.EnsureRules(rest.rules); err != nil {
+			errs = append(errs, fmt.Errorf("rules of the other instances: %w", err))
+		}
+	}
+	if hs.link.Name != "" {
+		stale := hs.link
+		stale.Addrs = slices.DeleteFunc(slices.Clone(stale.Addrs), func(a netip.Addr) bool { return slices.Contains(rest.link.Addrs, a) })
+		if len(stale.Addrs) > 0 {
+			if err := h.RemoveLink(stale); err != nil {
+				errs = append(errs, fmt.Errorf("remove addresses %v: %w", stale.Addrs, err))
+			}
+		}
+	}
+	return &rest, errors.Join(errs...)
 }
 
 // withPeers is what the node must carry for own and the live peers
