@@ -11,7 +11,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 TEST_DEPS   := iptables:iptables iptables-legacy:iptables ip:iproute2 nft:nftables dig:dnsutils conntrack:conntrack gcc:gcc
 LAB_DEPS    := $(TEST_DEPS) dnsperf:dnsperf
 
-.PHONY: all build lab-bins generate test test-unit vet lint clean deps demo bench bench-quick image
+.PHONY: all build lab-bins generate test test-unit vet lint clean deps demo bench bench-quick image soak
 
 all: build
 
@@ -90,6 +90,17 @@ vet:
 
 test: deps vet build lab-bins
 	$(GO) test -race -count=1 -timeout 40m ./...
+
+# soak: the node lab's bounded soak (internal/lab TestSoak) for SOAK (10m
+# by default): mixed hits, misses, TCP, reloads and tampering; the cache's
+# RSS, goroutines and fds must stay flat. Figures in out/soak/soak.txt.
+# `make test` runs it for 60 s. Root only (network namespaces).
+SOAK        ?= 10m
+soak:
+	@if [ "$$(id -u)" -ne 0 ]; then echo "make soak: the node lab needs root (network namespaces; it changes nothing outside them): run sudo make soak" >&2; exit 1; fi
+	@build/ensure-deps.sh $(LAB_DEPS)
+	@$(MAKE) --no-print-directory build lab-bins
+	SOAK=$(SOAK) $(GO) test -count=1 -timeout 2h -run '^TestSoak$$' -v ./internal/lab/
 
 # test-unit skips the package set-up and the binary: quick feedback.
 test-unit:
