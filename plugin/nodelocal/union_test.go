@@ -1,6 +1,8 @@
 package nodelocal
 
 import (
+	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -8,6 +10,9 @@ import (
 
 	"github.com/coredns/caddy"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/netif"
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 )
 
 // onSameNode gives the fake directive a new owner: another process on the
@@ -132,5 +137,48 @@ func TestPeersStopTogether(t *testing.T) {
 		if got := fs.host.state(); got != "" {
 			t.Errorf("Round %d: two instances stopping together left %s", i, got)
 		}
+	}
+}
+
+// TestMerge: what the node carries for instances with different settings
+// is the same whichever computes it, and peers of another link or rule
+// home add nothing to this one's.
+func TestMerge(t *testing.T) {
+	spec := func(link string, mode rules.Mode, health int, ips ...string) *hostSpec {
+		hs := &hostSpec{link: netif.Spec{Name: link}, rules: rules.Spec{Mode: mode, Backend: rules.BackendAuto, DNSPorts: []int{53}, HealthPort: health}}
+		for _, ip := range ips {
+			a := netip.MustParseAddr(ip)
+			hs.link.Addrs = append(hs.link.Addrs, a)
+			hs.rules.LocalIPs = append(hs.rules.LocalIPs, a)
+		}
+		return hs
+	}
+	a := spec("nodelocaldns", rules.ModeIptables, 8080, "198.18.0.10", "169.254.20.10")
+	b := spec("nodelocaldns", rules.ModeIptables, 8081, "169.254.20.10", "198.18.0.11")
+	ab, _ := merge(*a, []*hostSpec{b})
+	ba, _ := merge(*b, []*hostSpec{a})
+	if !sameSpec(ab, ba) {
+		t.Errorf("The two instances compute different unions:\n%+v\n%+v", ab, ba)
+	}
+	if got, want := fmt.Sprint(ab.rules.LocalIPs, ab.rules.HealthPort, ab.rules.MoreHealthPorts, ab.link.Addrs), "[169.254.20.10 198.18.0.10 198.18.0.11] 8080 [8081] [169.254.20.10 198.18.0.10 198.18.0.11]"; got != want {
+		t.Errorf("Union %s, want %s", got, want)
+	}
+
+	// A peer with its own link and nftables rules shares nothing.
+	other := spec("cache1", rules.ModeNftables, 8080, "198.18.0.12")
+	got, unknown := merge(*a, []*hostSpec{other})
+	if unknown || fmt.Sprint(got.rules.LocalIPs, got.link.Addrs) != "[169.254.20.10 198.18.0.10] [169.254.20.10 198.18.0.10]" {
+		t.Errorf("A peer of another home changed the union: %+v", got)
+	}
+	rest, _ := needed(*a, []*hostSpec{other})
+	if rest.rules.Mode != rules.ModeNone || len(rest.link.Addrs) != 0 {
+		t.Errorf("A peer of another home needs %+v of this one's", rest)
+	}
+	rest, _ = needed(*a, []*hostSpec{b})
+	if fmt.Sprint(rest.rules.LocalIPs, rest.link.Addrs, rest.rules.HealthPort) != "[169.254.20.10 198.18.0.11] [169.254.20.10 198.18.0.11] 8081" {
+		t.Errorf("The peer needs %+v", rest)
+	}
+	if _, unknown := merge(*a, []*hostSpec{nil}); !unknown {
+		t.Error("A peer of unknown needs not reported")
 	}
 }
