@@ -185,13 +185,7 @@ func (l *Lab) soakTamper(ctx context.Context, n int) {
 // supervising parent; the server is its child. The parent's RSS is
 // returned beside.
 func (l *Lab) sampleCache(c *Cache) (SoakSample, int64, error) {
-	super := c.Proc.PID()
-	pid := super
-	if kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", super, super)); err == nil {
-		if f := strings.Fields(string(kids)); len(f) > 0 {
-			pid, _ = strconv.Atoi(f[0])
-		}
-	}
+	super, pid := c.Proc.PID(), c.Proc.ServerPID()
 	var sm SoakSample
 	rss, err := vmRSS(pid)
 	if err != nil {
