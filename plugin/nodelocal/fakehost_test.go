@@ -191,6 +191,7 @@ type fakeDir struct {
 	node  sync.Mutex // the node lock
 	mu    sync.Mutex
 	live  []*fakePresence
+	dead  []*hostSpec // needs of presences killed, until a live one looks
 	needs map[*fakePresence]hostSpec
 }
 
@@ -287,6 +288,27 @@ func (p *fakePresence) Others() ([]*hostSpec, error) {
 		}
 	}
 	return peers, nil
+}
+
+func (p *fakePresence) Departed() []*hostSpec {
+	d := p.s.dir
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	gone := d.dead
+	d.dead = nil
+	return gone
+}
+
+// kill ends the presence as SIGKILL does: its needs stay behind.
+func (p *fakePresence) kill() {
+	d := p.s.dir
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.live = slices.DeleteFunc(d.live, func(o *fakePresence) bool { return o == p })
+	if hs, ok := d.needs[p]; ok {
+		d.dead = append(d.dead, &hs)
+	}
+	delete(d.needs, p)
 }
 
 func (p *fakePresence) Lock() (func(), error) {

@@ -188,6 +188,13 @@ func (o *owner) want(in *instance) hostSpec {
 	if err != nil {
 		log.Warningf("Cannot see other instances on this node: %v", err)
 	}
+	if gone := o.me.Departed(); len(gone) > 0 && o.applied != nil {
+		// Instances killed without clean-up: what they had is on the
+		// node as if this one had put it there, so what no live one
+		// needs goes with the next apply.
+		all, _ := merge(*o.applied, gone)
+		o.applied = &all
+	}
 	hs, unknown := withPeers(own, peers)
 	if unknown && o.applied != nil {
 		hs, _ = merge(hs, []*hostSpec{o.applied})

@@ -29,6 +29,8 @@ type presence struct {
 	ns   string // this instance's network namespace, part of every peer's file name
 	path string
 	f    *os.File
+
+	departed []*hostSpec // needs of dead instances found by others, until Departed
 }
 
 // netnsID names the network namespace of the calling thread. Peers are the
@@ -128,6 +130,14 @@ func (p *presence) Lock() (func(), error) {
 	return func() { f.Close() }, nil
 }
 
+// Departed returns the needs of the dead instances Others found since the
+// last call.
+func (p *presence) Departed() []*hostSpec {
+	d := p.departed
+	p.departed = nil
+	return d
+}
+
 // Leave removes this process's files and releases its lock, then returns
 // what the instances still live need. Leaving before looking means that of
 // two instances leaving at once, at least one sees the other gone: the
@@ -162,7 +172,13 @@ func (p *presence) others(self string) ([]*hostSpec, error) {
 				alive = append(alive, readNeeds(needsPath(path)))
 			}
 		case err == nil:
-			// A dead instance's files.
+			// A dead instance's files. What it needed may still be on
+			// the node: the live ones remove what none of them needs.
+			if strings.HasPrefix(name, "instance-"+p.ns+"-") {
+				if hs := readNeeds(needsPath(path)); hs != nil {
+					p.departed = append(p.departed, hs)
+				}
+			}
 			os.Remove(needsPath(path))
 			os.Remove(path)
 		}

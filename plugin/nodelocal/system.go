@@ -37,6 +37,9 @@ type Presence interface {
 	// Others returns what each other live instance on the node needs; nil
 	// for one whose needs are unknown.
 	Others() ([]*hostSpec, error)
+	// Departed returns, once, the needs of instances found dead since the
+	// last call: killed without clean-up, they left what they had.
+	Departed() []*hostSpec
 	// Lock takes the lock the instances on the node share while one of
 	// them changes the node, and returns its release; the release stays
 	// valid after Leave.

@@ -182,3 +182,33 @@ func TestMerge(t *testing.T) {
 		t.Error("A peer of unknown needs not reported")
 	}
 }
+
+// TestKilledPeerLeftoversGo: a peer killed without any clean-up (its lock
+// dropped by the kernel) leaves what only it needed; the instance still
+// live removes that within a sync period, without counting a repair.
+func TestKilledPeerLeftoversGo(t *testing.T) {
+	fs := withFakeSystem(t)
+	old := start(t, peerCorefile("169.254.20.10 198.18.0.10", 8080))
+	onSameNode(fs)
+	surge := start(t, peerCorefile("169.254.20.10 198.18.0.11", 8080))
+	waitFor(t, "the node to carry both", 3*time.Second, func() bool { return strings.Contains(fs.host.state(), "198.18.0.11") && strings.Contains(fs.host.state(), "198.18.0.10") })
+
+	// SIGKILL: the loop ends with the process and the presence goes, nothing else runs.
+	in := nodeOf(surge)
+	in.o.stopLoop(in)
+	in.o.mu.Lock()
+	in.o.me.(*fakePresence).kill()
+	in.o.me = nil
+	in.o.mu.Unlock()
+
+	before := repairsCounted()
+	const left = "link nodelocaldns up=true [169.254.20.10 198.18.0.10]; rules iptables/auto [169.254.20.10 198.18.0.10] [0] 8080"
+	waitFor(t, "the killed peer's leftovers to go", 3*time.Second, func() bool { return fs.host.state() == left })
+	if got := repairsCounted() - before; got != 0 {
+		t.Errorf("%v repairs counted for a peer that went, want 0", got)
+	}
+	finalShutdown(t, old)
+	if got := fs.host.state(); got != "" {
+		t.Errorf("The last one out left %s", got)
+	}
+}
