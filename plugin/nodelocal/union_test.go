@@ -191,7 +191,9 @@ func TestKilledPeerLeftoversGo(t *testing.T) {
 	old := start(t, peerCorefile("169.254.20.10 198.18.0.10", 8080))
 	onSameNode(fs)
 	surge := start(t, peerCorefile("169.254.20.10 198.18.0.11", 8080))
-	waitFor(t, "the node to carry both", 3*time.Second, func() bool { return strings.Contains(fs.host.state(), "198.18.0.11") && strings.Contains(fs.host.state(), "198.18.0.10") })
+	waitFor(t, "the node to carry both", 3*time.Second, func() bool {
+		return strings.Contains(fs.host.state(), "198.18.0.11") && strings.Contains(fs.host.state(), "198.18.0.10")
+	})
 
 	// SIGKILL: the loop ends with the process and the presence goes, nothing else runs.
 	in := nodeOf(surge)
