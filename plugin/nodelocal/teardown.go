@@ -133,13 +133,13 @@ func (o *owner) teardownLocked(in *instance, cause stopCause) error {
 	in.setReady(false)
 	hs := o.applied
 	o.active, o.applied = nil, nil
-	// Leave first, look after: the last one out sees it is, even when
-	// instances stop together, or a peer seen at SIGTERM is gone now.
 	unlock := o.lockNode()
 	defer unlock()
 	// Whatever the outcome below, the node's fate is decided here: a
 	// supervising parent has nothing to undo.
 	defer o.hold(in, nil)
+	// Leave first, look after: the last one out sees it is, even when
+	// instances stop together, or a peer seen at SIGTERM is gone now.
 	peers := o.leave()
 	if hs == nil {
 		return nil
