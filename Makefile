@@ -16,7 +16,7 @@ LAB_DEPS    := $(TEST_DEPS) dnsperf:dnsperf
 # and the peers `make bench` measures beside this build (bench/peers)
 BENCH_DEPS  := $(LAB_DEPS) unbound:unbound dnsdist:dnsdist
 
-.PHONY: all build lab-bins generate test test-unit test-image vet lint clean deps demo bench bench-quick image image-docker test-images lab-outage
+.PHONY: all build lab-bins generate test test-unit test-image vet lint clean deps demo bench bench-quick image image-docker test-images lab-outage soak
 
 all: build
 
@@ -117,6 +117,17 @@ test-images:
 # away in turn (about 30 s more). Root only.
 test-image: build lab-bins image
 	IMAGE_TEST=caps $(GO) test -count=1 -timeout 20m -v -run "TestImage" ./build/image/imagetest/
+
+# soak: the node lab's bounded soak (internal/lab TestSoak) for SOAK (10m
+# by default): mixed hits, misses, TCP, reloads and tampering; the cache's
+# RSS, goroutines and fds must stay flat. Figures in out/soak/soak.txt.
+# `make test` runs it for 60 s. Root only (network namespaces).
+SOAK        ?= 10m
+soak:
+	@if [ "$$(id -u)" -ne 0 ]; then echo "make soak: the node lab needs root (network namespaces; it changes nothing outside them): run sudo make soak" >&2; exit 1; fi
+	@build/ensure-deps.sh $(LAB_DEPS)
+	@$(MAKE) --no-print-directory build lab-bins
+	SOAK=$(SOAK) $(GO) test -count=1 -timeout 2h -run '^TestSoak$$' -v ./internal/lab/
 
 # test-unit skips the package set-up and the binary: quick feedback.
 test-unit:

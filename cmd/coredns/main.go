@@ -15,9 +15,16 @@ import (
 	"github.com/nodelocaldns/nodelocaldns/build/plugins"
 	"github.com/nodelocaldns/nodelocaldns/internal/cachesize"
 	"github.com/nodelocaldns/nodelocaldns/nodecache"
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal"
 )
 
 func main() {
+	// The server runs as the child of a small supervising process that
+	// undoes the node changes of a child that dies without undoing them
+	// (a plugin's log.Fatal at start-up, a listener that cannot bind).
+	if code, ok := nodelocal.Supervise(); ok {
+		os.Exit(code)
+	}
 	if err := plugins.Use(); err != nil {
 		log.Fatal(err)
 	}

@@ -86,7 +86,7 @@ func (b *bencher) testdns(ctx context.Context, tag, resolver string) (*dnsload.S
 func cpu(ps []*lab.Proc) (time.Duration, error) {
 	var sum time.Duration
 	for _, p := range ps {
-		t, err := bench.CPUTime(p.PID())
+		t, err := bench.CPUTime(p.ServerPID())
 		if err != nil {
 			return 0, err
 		}
@@ -96,7 +96,7 @@ func cpu(ps []*lab.Proc) (time.Duration, error) {
 }
 
 func mib(p *lab.Proc) float64 {
-	v, err := bench.RSS(p.PID())
+	v, err := bench.RSS(p.ServerPID())
 	if err != nil {
 		return math.NaN()
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -66,6 +67,24 @@ func (l *Lab) start(ns, name string, env []string, bin string, args ...string) (
 
 // PID is the process id.
 func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
+// ServerPID is the PID of the process doing the work: bin/coredns runs as
+// a supervising parent with the server as its only child (see
+// plugin/nodelocal/supervise.go), so it is that child when there is one,
+// else the process itself. CPU and memory figures of a server are its.
+func (p *Proc) ServerPID() int {
+	pid := p.PID()
+	kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return pid
+	}
+	if f := strings.Fields(string(kids)); len(f) == 1 {
+		if child, err := strconv.Atoi(f[0]); err == nil {
+			return child
+		}
+	}
+	return pid
+}
 
 // Exited reports whether the process has ended.
 func (p *Proc) Exited() bool {

@@ -85,6 +85,9 @@ func (f *fakeHost) EnsureRules(s rules.Spec) ([]string, error) {
 		return nil, f.failRules
 	}
 	want := fmt.Sprint(s.LocalIPs, s.DNSPorts, s.HealthPort)
+	if len(s.MoreHealthPorts) > 0 {
+		want += fmt.Sprint(" ", s.MoreHealthPorts)
+	}
 	if f.rules[home(s)] == want {
 		return nil, nil
 	}
@@ -155,22 +158,41 @@ func (f *fakeHost) tamper(fn func(links map[string]*fakeLink, rules map[string]s
 
 // fakeSystem is a node in memory: one fakeHost for every instance, this
 // process's listeners open or not, steering and receive buffers recorded,
-// and the other instances on the node as a count.
+// and the other instances on the node: a count of ones whose needs are
+// unknown, and the presences in the state directory, which other
+// fakeSystems on the same node (sameNode) share.
 type fakeSystem struct {
 	host *fakeHost
+	dir  *fakeDir
 
 	mu        sync.Mutex
 	hostErr   error // Host fails with it when set
 	closed    bool  // the listeners are not open yet
 	steered   [][]netip.Addr
 	rcvBufs   map[int]bool // sizes asked for
-	peers     int          // other live instances on the node
+	peers     int          // other live instances on the node, needs unknown
 	announced []string     // state directories announced in, in order
 	present   int          // presences not yet left
+	held      *holding     // what the process last said it holds
 }
 
 func newFakeSystem() *fakeSystem {
-	return &fakeSystem{host: newFakeHost(), rcvBufs: map[int]bool{}}
+	return &fakeSystem{host: newFakeHost(), dir: &fakeDir{}, rcvBufs: map[int]bool{}}
+}
+
+// sameNode returns another process's system on the same node: the same
+// host and state directory.
+func (s *fakeSystem) sameNode() *fakeSystem {
+	return &fakeSystem{host: s.host, dir: s.dir, rcvBufs: map[int]bool{}}
+}
+
+// fakeDir is a state directory: the live presences and what each published.
+type fakeDir struct {
+	node  sync.Mutex // the node lock
+	mu    sync.Mutex
+	live  []*fakePresence
+	dead  []*hostSpec // needs of presences killed, until a live one looks
+	needs map[*fakePresence]hostSpec
 }
 
 func (s *fakeSystem) Host(Config) (Host, error) {
@@ -207,7 +229,17 @@ func (s *fakeSystem) Announce(dir string) (Presence, error) {
 	defer s.mu.Unlock()
 	s.announced = append(s.announced, dir)
 	s.present++
-	return fakePresence{s}, nil
+	p := &fakePresence{s: s}
+	s.dir.mu.Lock()
+	defer s.dir.mu.Unlock()
+	s.dir.live = append(s.dir.live, p)
+	return p, nil
+}
+
+func (s *fakeSystem) Hold(h holding) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held = &h
 }
 
 // set changes the fake under its lock.
@@ -226,14 +258,72 @@ func (s *fakeSystem) get(fn func(s *fakeSystem)) {
 
 type fakePresence struct{ s *fakeSystem }
 
-func (p fakePresence) Others() (int, error) {
-	p.s.mu.Lock()
-	defer p.s.mu.Unlock()
-	return p.s.peers, nil
+func (p *fakePresence) Publish(hs hostSpec) error {
+	d := p.s.dir
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.needs == nil {
+		d.needs = map[*fakePresence]hostSpec{}
+	}
+	d.needs[p] = hs
+	return nil
 }
 
-func (p fakePresence) Leave() {
+func (p *fakePresence) Others() ([]*hostSpec, error) {
 	p.s.mu.Lock()
-	defer p.s.mu.Unlock()
+	unknown := p.s.peers
+	p.s.mu.Unlock()
+	peers := make([]*hostSpec, unknown)
+	d := p.s.dir
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, o := range d.live {
+		if o == p {
+			continue
+		}
+		if hs, ok := d.needs[o]; ok {
+			peers = append(peers, &hs)
+		} else {
+			peers = append(peers, nil)
+		}
+	}
+	return peers, nil
+}
+
+func (p *fakePresence) Departed() []*hostSpec {
+	d := p.s.dir
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	gone := d.dead
+	d.dead = nil
+	return gone
+}
+
+// kill ends the presence as SIGKILL does: its needs stay behind.
+func (p *fakePresence) kill() {
+	d := p.s.dir
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.live = slices.DeleteFunc(d.live, func(o *fakePresence) bool { return o == p })
+	if hs, ok := d.needs[p]; ok {
+		d.dead = append(d.dead, &hs)
+	}
+	delete(d.needs, p)
+}
+
+func (p *fakePresence) Lock() (func(), error) {
+	p.s.dir.node.Lock()
+	return p.s.dir.node.Unlock, nil
+}
+
+func (p *fakePresence) Leave() ([]*hostSpec, error) {
+	p.s.mu.Lock()
 	p.s.present--
+	p.s.mu.Unlock()
+	d := p.s.dir
+	d.mu.Lock()
+	d.live = slices.DeleteFunc(d.live, func(o *fakePresence) bool { return o == p })
+	delete(d.needs, p)
+	d.mu.Unlock()
+	return p.Others()
 }

@@ -27,7 +27,6 @@ type instance struct {
 	host       Host
 	linkUp     bool // the link and addresses were put in place by this instance
 	restarting bool // between OnRestart and the outcome of a reload
-	handedOver bool // another instance on the node keeps the node state
 	torn       bool
 	loop       *reconciler // nil before start and once stopped
 }

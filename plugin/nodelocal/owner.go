@@ -70,7 +70,10 @@ func (o *owner) startup(in *instance) error {
 		if err := o.ensureHost(in); err != nil {
 			return err
 		}
-		if err := o.apply(in, in.spec()); err != nil {
+		o.publish(in)
+		unlock := o.lockNode()
+		defer unlock()
+		if err := o.apply(in, o.want(in)); err != nil {
 			return fmt.Errorf("%s: %w", pluginName, err)
 		}
 		o.active = in
@@ -85,6 +88,7 @@ func (o *owner) startup(in *instance) error {
 		return err
 	}
 	o.announce(in.cfg.StateDir)
+	o.publish(in)
 	o.active = in
 	o.applied = &hostSpec{link: in.spec().link, rules: rules.Spec{Mode: rules.ModeNone}}
 	in.startLoop(true)
@@ -118,6 +122,7 @@ func (o *owner) setupLink(in *instance) error {
 		return err
 	}
 	if link := in.spec().link; link.Name != "" {
+		o.hold(in, &hostSpec{link: link, rules: rules.Spec{Mode: rules.ModeNone}})
 		if _, err := in.host.EnsureLink(link); err != nil {
 			countSetupError(err, errInterfaceAdd)
 			err = fmt.Errorf("interface %s: %w", link.Name, err)
@@ -145,6 +150,68 @@ func (o *owner) announce(dir string) {
 	o.me = p
 }
 
+// publish records the instance's needs for the other instances on the node.
+func (o *owner) publish(in *instance) {
+	if o.me == nil {
+		return
+	}
+	if err := o.me.Publish(in.spec()); err != nil {
+		log.Warningf("Cannot tell the other instances on this node what this one needs: %v", err)
+	}
+}
+
+// lockNode takes the lock the instances on the node share, for one change
+// of the node: what the live instances need is read and put in place as
+// one step, so a peer leaving meanwhile cannot have its rules put back.
+// It returns the release.
+func (o *owner) lockNode() func() {
+	if o.me == nil {
+		return func() {}
+	}
+	unlock, err := o.me.Lock()
+	if err != nil {
+		log.Warningf("Cannot lock the node against the other instances on it: %v", err)
+		return func() {}
+	}
+	return unlock
+}
+
+// want is what the node must carry for in and the live instances beside it
+// (union.go). With a peer whose needs are unknown, what is on the node
+// stays too: that peer may need it.
+func (o *owner) want(in *instance) hostSpec {
+	own := in.spec()
+	if o.me == nil {
+		return own
+	}
+	peers, err := o.me.Others()
+	if err != nil {
+		log.Warningf("Cannot see other instances on this node: %v", err)
+	}
+	if gone := o.me.Departed(); len(gone) > 0 && o.applied != nil {
+		// Instances killed without clean-up: what they had is on the
+		// node as if this one had put it there, so what no live one
+		// needs goes with the next apply.
+		all, _ := merge(*o.applied, gone)
+		o.applied = &all
+	}
+	hs, unknown := withPeers(own, peers)
+	if unknown && o.applied != nil {
+		hs, _ = merge(hs, []*hostSpec{o.applied})
+	}
+	return hs
+}
+
+// hold tells a supervising parent what the process holds on the node (nil:
+// it has given the node up), before the change is made.
+func (o *owner) hold(in *instance, hs *hostSpec) {
+	h := holding{Teardown: in.cfg.Teardown, Upstream: in.cfg.Upstream, StateDir: in.cfg.StateDir, Released: hs == nil}
+	if hs != nil {
+		h.Link, h.Rules = hs.link, hs.rules
+	}
+	o.sys.Hold(h)
+}
+
 // hookExit registers the process-exit hook (SIGQUIT's only callback) once.
 func (o *owner) hookExit() {
 	if o.exitHooked {
@@ -158,15 +225,26 @@ func (o *owner) hookExit() {
 // records it as applied, then removes what the previous state had and want
 // has not.
 func (o *owner) apply(in *instance, want hostSpec) error {
+	prev := o.applied
+	if prev != nil {
+		// Until the stale part is gone, both may be on the node.
+		both, _ := merge(*prev, []*hostSpec{&want})
+		o.hold(in, &both)
+	} else {
+		o.hold(in, &want)
+	}
 	if _, err := ensure(in.host, want); err != nil {
 		return err
 	}
-	prev := o.applied
 	o.applied = &want
 	if prev == nil {
 		return nil
 	}
-	return removeStale(in.host, *prev, want)
+	if err := removeStale(in.host, *prev, want); err != nil {
+		return err
+	}
+	o.hold(in, &want)
+	return nil
 }
 
 // drawTraffic is the end of the first start's takeover, once the listeners
@@ -178,7 +256,9 @@ func (o *owner) drawTraffic(in *instance) error {
 	if in.torn || o.active != in {
 		return nil
 	}
-	hs := in.spec()
+	unlock := o.lockNode()
+	defer unlock()
+	hs := o.want(in)
 	if err := o.apply(in, hs); err != nil {
 		in.setReady(false)
 		return err
@@ -203,7 +283,21 @@ func (o *owner) repair(in *instance) ([]string, error) {
 	if in.torn || o.active != in {
 		return nil, nil
 	}
-	changes, err := ensure(in.host, in.spec())
+	unlock := o.lockNode()
+	defer unlock()
+	want := o.want(in)
+	if o.applied == nil || !sameSpec(want, *o.applied) {
+		// Another instance came or went (or this one's settings changed):
+		// the node moves to what the live instances need together. Not a
+		// repair.
+		err := o.apply(in, want)
+		in.setReady(err == nil)
+		if err == nil {
+			log.Infof("Node now carries what the live instances need: %s", describe(want))
+		}
+		return nil, err
+	}
+	changes, err := ensure(in.host, want)
 	in.setReady(err == nil)
 	return changes, err
 }
@@ -231,7 +325,10 @@ func (o *owner) resume(in *instance) error {
 		failed.haltLoop()
 	}
 	o.active = in
-	if err := o.apply(in, in.spec()); err != nil {
+	o.publish(in)
+	unlock := o.lockNode()
+	defer unlock()
+	if err := o.apply(in, o.want(in)); err != nil {
 		in.setReady(false)
 		return fmt.Errorf("%s: restore after failed reload: %w", pluginName, err)
 	}
@@ -256,18 +353,24 @@ func (o *owner) peers() int {
 	if o.me == nil {
 		return 0
 	}
-	c, err := o.me.Others()
+	p, err := o.me.Others()
 	if err != nil {
 		log.Warningf("Cannot see other instances on this node: %v", err)
 		return 0
 	}
-	return c
+	return len(p)
 }
 
-// leave ends this process's presence on the node.
-func (o *owner) leave() {
-	if o.me != nil {
-		o.me.Leave()
-		o.me = nil
+// leave ends this process's presence on the node and returns what the
+// instances still live need.
+func (o *owner) leave() []*hostSpec {
+	if o.me == nil {
+		return nil
 	}
+	peers, err := o.me.Leave()
+	o.me = nil
+	if err != nil {
+		log.Warningf("Cannot see other instances on this node, acting as the last one: %v", err)
+	}
+	return peers
 }

@@ -1,11 +1,15 @@
 package nodelocal
 
 import (
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/netif"
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 )
 
 // TestPresence: a live instance is seen, a dead one is not and its file goes.
@@ -15,8 +19,8 @@ func TestPresence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := a.Others(); err != nil || n != 0 {
-		t.Fatalf("Alone: others = %d, %v", n, err)
+	if n, err := a.Others(); err != nil || len(n) != 0 {
+		t.Fatalf("Alone: others = %d, %v", len(n), err)
 	}
 
 	// Another process holding a lock file, as a surge instance would: this
@@ -27,13 +31,13 @@ func TestPresence(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second) // a test binary under -race on a loaded machine starts slowly
 	for {
 		n, err := a.Others()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n == 1 {
+		if len(n) == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -45,8 +49,8 @@ func TestPresence(t *testing.T) {
 	// Killed: the kernel drops its lock; it no longer counts and its file is cleaned.
 	cmd.Process.Kill()
 	cmd.Wait()
-	if n, err := a.Others(); err != nil || n != 0 {
-		t.Errorf("After the peer died: others = %d, %v", n, err)
+	if n, err := a.Others(); err != nil || len(n) != 0 {
+		t.Errorf("After the peer died: others = %d, %v", len(n), err)
 	}
 	if files, _ := filepath.Glob(filepath.Join(dir, "instance-*.lock")); len(files) != 1 {
 		t.Errorf("Dead peer's file left: %v", files)
@@ -60,7 +64,9 @@ func TestPresence(t *testing.T) {
 		otherNamespacePeer(t, a, dir)
 	}
 
-	a.Leave()
+	if peers, err := a.Leave(); err != nil || len(peers) != 0 {
+		t.Errorf("Leave saw %d others (%v), want 0", len(peers), err)
+	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("leave left %d files", len(entries))
 	}
@@ -74,7 +80,7 @@ func otherNamespacePeer(t *testing.T, a *presence, dir string) {
 		t.Fatal(err)
 	}
 	defer func() { other.Process.Kill(); other.Wait() }()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second) // a test binary under -race on a loaded machine starts slowly
 	for {
 		files, _ := filepath.Glob(filepath.Join(dir, "instance-*.lock"))
 		if len(files) == 2 {
@@ -85,13 +91,13 @@ func otherNamespacePeer(t *testing.T, a *presence, dir string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n, err := a.Others(); err != nil || n != 0 {
-		t.Errorf("With a live instance in another network namespace: others = %d, %v; want 0", n, err)
+	if n, err := a.Others(); err != nil || len(n) != 0 {
+		t.Errorf("With a live instance in another network namespace: others = %d, %v; want 0", len(n), err)
 	}
 	other.Process.Kill()
 	other.Wait()
-	if n, err := a.Others(); err != nil || n != 0 {
-		t.Errorf("After the other namespace's instance died: others = %d, %v", n, err)
+	if n, err := a.Others(); err != nil || len(n) != 0 {
+		t.Errorf("After the other namespace's instance died: others = %d, %v", len(n), err)
 	}
 }
 
@@ -106,4 +112,42 @@ func TestHelperPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(30 * time.Second)
+}
+
+// TestPresenceNeeds: a peer's published needs are read by the others while
+// it lives; once it died without leaving (its lock dropped, its files
+// still there), they come back once from Departed and its files go.
+func TestPresenceNeeds(t *testing.T) {
+	dir := t.TempDir()
+	a, err := announce(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Leave()
+	b, err := announce(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := hostSpec{link: netif.Spec{Name: "nodelocaldns", Addrs: []netip.Addr{netip.MustParseAddr("198.18.0.11")}}, rules: rules.Spec{Mode: rules.ModeIptables, DNSPorts: []int{53}}}
+	if err := b.Publish(want); err != nil {
+		t.Fatal(err)
+	}
+	peers, err := a.Others()
+	if err != nil || len(peers) != 1 || peers[0] == nil || !sameSpec(*peers[0], want) {
+		t.Fatalf("Others = %v, %v; want the peer's needs %+v", peers, err, want)
+	}
+	b.f.Close() // killed: the kernel drops the lock, nothing else runs
+	if peers, err := a.Others(); err != nil || len(peers) != 0 {
+		t.Errorf("After the peer died: others = %d, %v", len(peers), err)
+	}
+	gone := a.Departed()
+	if len(gone) != 1 || !sameSpec(*gone[0], want) {
+		t.Errorf("Departed = %v, want the dead peer's needs once", gone)
+	}
+	if again := a.Departed(); len(again) != 0 {
+		t.Errorf("Departed again = %v, want nothing", again)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "instance-*")); len(files) != 1 {
+		t.Errorf("Files left: %v, want only this instance's lock", files)
+	}
 }

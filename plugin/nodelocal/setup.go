@@ -1,13 +1,16 @@
 package nodelocal
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/coredns/caddy"
@@ -331,7 +334,51 @@ func parseStateDir(args []string) (string, error) {
 	case !filepath.IsAbs(v):
 		return "", fmt.Errorf("statedir %q is not an absolute path", v)
 	}
-	return filepath.Clean(v), nil
+	dir := filepath.Clean(v)
+	if err := checkStateDir(dir); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
+// checkStateDir refuses a state directory that leads somewhere else than
+// it says: the plugin creates and removes files in it, as root. The
+// directory itself must not be a symlink (to /etc, say), and a symlink on
+// the way must be root's own (as /var/run -> /run is); what exists of the
+// path must be directories. Parts not there yet are created at start.
+func checkStateDir(dir string) error {
+	parts := strings.Split(strings.TrimPrefix(dir, "/"), "/")
+	path := "/"
+	for i, p := range parts {
+		if p == "" {
+			continue
+		}
+		path = filepath.Join(path, p)
+		fi, err := os.Lstat(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("statedir %q: %w", dir, err)
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			to, _ := os.Readlink(path)
+			if i == len(parts)-1 {
+				return fmt.Errorf("statedir %q is a symlink (to %q): refusing to create and remove files where it points; name the directory itself", dir, to)
+			}
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
+				return fmt.Errorf("statedir %q: %q is a symlink (to %q) owned by uid %d, not root: refusing to create and remove files where it points", dir, path, to, st.Uid)
+			}
+			fi, err = os.Stat(path)
+			if err != nil {
+				return fmt.Errorf("statedir %q: %w", dir, err)
+			}
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("statedir %q: %q is not a directory", dir, path)
+		}
+	}
+	return nil
 }
 
 // Bounds of `rcvbuf`: below the kernel's default it would only lose

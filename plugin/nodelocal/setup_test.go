@@ -3,6 +3,7 @@ package nodelocal
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -275,4 +276,65 @@ func checkConfig(cfg Config, explicit bool) string {
 		}
 	}
 	return ""
+}
+
+// TestStateDirSymlink (issue 18): a state directory that is a symlink (to
+// /etc, say), or leads through a symlink someone other than root made, is
+// refused at setup, naming it; a root-owned symlink on the way (/var/run
+// -> /run) and a directory not there yet are fine.
+func TestStateDirSymlink(t *testing.T) {
+	tmp := t.TempDir()
+	real := filepath.Join(tmp, "real")
+	if err := os.Mkdir(real, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	toEtc := filepath.Join(tmp, "to-etc")
+	viaRoot := filepath.Join(tmp, "via-root")
+	for link, target := range map[string]string{toEtc: "/etc", viaRoot: real} {
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := filepath.Join(tmp, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ dir, wantErr string }{
+		{real, ""},
+		{filepath.Join(real, "not-yet", "deeper"), ""},
+		{toEtc, `statedir "` + toEtc + `" is a symlink (to "/etc")`},
+		{filepath.Join(file, "x"), `"` + file + `" is not a directory`},
+	}
+	if os.Geteuid() == 0 {
+		// A root-owned symlink on the way is the system's own; one owned
+		// by another user is not.
+		tests = append(tests, struct{ dir, wantErr string }{filepath.Join(viaRoot, "sub"), ""})
+		byUser := filepath.Join(tmp, "by-user")
+		if err := os.Symlink(real, byUser); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(byUser, 1000, 1000); err != nil {
+			t.Fatal(err)
+		}
+		tests = append(tests, struct{ dir, wantErr string }{filepath.Join(byUser, "sub"), `"` + byUser + `" is a symlink (to "` + real + `") owned by uid 1000, not root`})
+	} else {
+		t.Log("Not root: the symlinks owned by root or another user are not checked")
+	}
+	for _, tc := range tests {
+		c := caddy.NewTestController("dns", "nodelocal {\n\tlocalip 169.254.20.10\n\tstatedir "+tc.dir+"\n}")
+		c.Next()
+		cfg, _, err := parse(c)
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("statedir %s: %v", tc.dir, err)
+		case tc.wantErr == "" && cfg.StateDir != tc.dir:
+			t.Errorf("statedir %s parsed as %q", tc.dir, cfg.StateDir)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("statedir %s: error %v, want it to contain %s", tc.dir, err, tc.wantErr)
+		}
+	}
+	// Nothing was created where the symlink points.
+	if m, _ := filepath.Glob("/etc/instance-*"); len(m) != 0 {
+		t.Errorf("Files in /etc: %v", m)
+	}
 }

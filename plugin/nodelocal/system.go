@@ -24,14 +24,29 @@ type System interface {
 	// Announce makes this process known, in dir, to the other instances
 	// on the node.
 	Announce(dir string) (Presence, error)
+	// Hold tells a supervising parent what this process holds on the
+	// node, so that it can undo it when the process dies without doing
+	// so (supervise.go).
+	Hold(holding)
 }
 
 // Presence is this process's place among the instances on the node.
 type Presence interface {
-	// Others counts the other live instances on the node.
-	Others() (int, error)
-	// Leave ends the presence.
-	Leave()
+	// Publish records what this instance needs on the node, for the others.
+	Publish(hostSpec) error
+	// Others returns what each other live instance on the node needs; nil
+	// for one whose needs are unknown.
+	Others() ([]*hostSpec, error)
+	// Departed returns, once, the needs of instances found dead since the
+	// last call: killed without clean-up, they left what they had.
+	Departed() []*hostSpec
+	// Lock takes the lock the instances on the node share while one of
+	// them changes the node, and returns its release; the release stays
+	// valid after Leave.
+	Lock() (func(), error)
+	// Leave ends the presence, then returns what the instances still live
+	// need, as Others does.
+	Leave() ([]*hostSpec, error)
 }
 
 // realSystem is the node itself: netlink, iptables or nftables, this
@@ -45,3 +60,4 @@ func (realSystem) RaiseRcvBuf(ips []netip.Addr, ports []int, size int) (int, err
 	return raiseRcvBuf(ips, ports, size)
 }
 func (realSystem) Announce(dir string) (Presence, error) { return announce(dir) }
+func (realSystem) Hold(h holding)                        { tellSupervisor(h) }

@@ -50,7 +50,6 @@ func (o *owner) shutdown(in *instance) error {
 	}
 	in.setReady(false)
 	if peers := o.peers(); peers > 0 {
-		in.handedOver = true
 		log.Infof("Stopping: %d other instance(s) on this node keep the interface and rules", peers)
 		return nil
 	}
@@ -134,22 +133,26 @@ func (o *owner) teardownLocked(in *instance, cause stopCause) error {
 	in.setReady(false)
 	hs := o.applied
 	o.active, o.applied = nil, nil
-	defer o.leave()
+	unlock := o.lockNode()
+	defer unlock()
+	// Whatever the outcome below, the node's fate is decided here: a
+	// supervising parent has nothing to undo.
+	defer o.hold(in, nil)
+	// Leave first, look after: the last one out sees it is, even when
+	// instances stop together, or a peer seen at SIGTERM is gone now.
+	peers := o.leave()
 	if hs == nil {
 		return nil
 	}
-	if peers := o.peers(); in.handedOver || peers > 0 {
-		log.Infof("Leaving %s to the other instance(s) on this node", describe(*hs))
+	if cause == causeStop && in.cfg.Teardown == TeardownOff {
+		log.Infof("Teardown off: leaving %s in place", describe(*hs))
 		return nil
 	}
-	if cause == causeStop {
-		switch in.cfg.Teardown {
-		case TeardownOff:
-			log.Infof("Teardown off: leaving %s in place", describe(*hs))
-			return nil
-		case TeardownHandoff:
-			return o.handoff(in, *hs)
-		}
+	if len(peers) > 0 {
+		return o.leaveTo(in, *hs, peers)
+	}
+	if cause == causeStop && in.cfg.Teardown == TeardownHandoff {
+		return o.handoff(in, *hs)
 	}
 	if err := remove(in.host, *hs); err != nil {
 		return fmt.Errorf("%s: teardown: %w", pluginName, err)
@@ -159,6 +162,20 @@ func (o *owner) teardownLocked(in *instance, cause stopCause) error {
 		why = " (" + cause.String() + ")"
 	}
 	log.Infof("Node torn down%s: %s", why, describe(*hs))
+	return nil
+}
+
+// leaveTo gives the node up beside live peers (leaveBeside).
+func (o *owner) leaveTo(in *instance, hs hostSpec, peers []*hostSpec) error {
+	rest, err := leaveBeside(in.host, hs, peers)
+	if err != nil {
+		return fmt.Errorf("%s: teardown: %w", pluginName, err)
+	}
+	if rest == nil {
+		log.Infof("Leaving %s to the other instance(s) on this node", describe(hs))
+		return nil
+	}
+	log.Infof("Left to the %d other instance(s) on this node: %s", len(peers), describe(*rest))
 	return nil
 }
 

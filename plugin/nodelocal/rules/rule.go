@@ -155,10 +155,10 @@ func Render(spec Spec, ipv6 bool) []Table {
 				fout.Rules = append(fout.Rules, Rule{Proto: proto, Src: l, SPort: p, Target: TargetAccept})
 			}
 		}
-		if spec.HealthPort > 0 {
+		for _, h := range healthPorts(spec) {
 			out.Rules = append(out.Rules,
-				Rule{Proto: "tcp", Dst: l, DPort: spec.HealthPort, Target: TargetNotrack},
-				Rule{Proto: "tcp", Src: l, SPort: spec.HealthPort, Target: TargetNotrack})
+				Rule{Proto: "tcp", Dst: l, DPort: h, Target: TargetNotrack},
+				Rule{Proto: "tcp", Src: l, SPort: h, Target: TargetNotrack})
 		}
 	}
 	tables := []Table{
@@ -169,6 +169,18 @@ func Render(spec Spec, ipv6 bool) []Table {
 		tables = append(tables, Table{Name: "nat", Chains: []Chain{{Name: chainFallback, Builtin: "PREROUTING", Rules: fb}}})
 	}
 	return tables
+}
+
+// healthPorts are the spec's health ports, HealthPort first, without
+// duplicates or zeros.
+func healthPorts(spec Spec) []int {
+	var ports []int
+	for _, p := range append([]int{spec.HealthPort}, spec.MoreHealthPorts...) {
+		if p > 0 && !slices.Contains(ports, p) {
+			ports = append(ports, p)
+		}
+	}
+	return ports
 }
 
 // fallbackRules are the standing DNATs of Spec.Fallback among ips (one

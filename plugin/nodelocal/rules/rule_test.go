@@ -139,6 +139,13 @@ COMMIT
 			contains: "-A NODELOCALDNS-FALLBACK -d 2001:2::10/128 -p tcp -m tcp --dport 53 -m comment --comment nodelocaldns -j DNAT --to-destination [2001:2::11]:53\n",
 		},
 		{
+			// Two instances on one node with different health ports (a surge
+			// that changes it): both ports skip conntrack.
+			name:     "more health ports",
+			spec:     Spec{Mode: ModeIptables, LocalIPs: ips("169.254.20.10"), DNSPorts: []int{53}, HealthPort: 8080, MoreHealthPorts: []int{8081, 8080}},
+			contains: "-A NODELOCALDNS-OUTPUT -d 169.254.20.10/32 -p tcp -m tcp --dport 8080 -m comment --comment nodelocaldns -j NOTRACK\n-A NODELOCALDNS-OUTPUT -s 169.254.20.10/32 -p tcp -m tcp --sport 8080 -m comment --comment nodelocaldns -j NOTRACK\n-A NODELOCALDNS-OUTPUT -d 169.254.20.10/32 -p tcp -m tcp --dport 8081 -m comment --comment nodelocaldns -j NOTRACK\n-A NODELOCALDNS-OUTPUT -s 169.254.20.10/32 -p tcp -m tcp --sport 8081 -m comment --comment nodelocaldns -j NOTRACK\n",
+		},
+		{
 			name: "no IPv6 local IP renders nothing for ip6tables",
 			spec: Spec{Mode: ModeIptables, LocalIPs: ips("169.254.20.10"), DNSPorts: []int{53}, HealthPort: 8080},
 			ipv6: true,

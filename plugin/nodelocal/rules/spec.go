@@ -75,6 +75,9 @@ type Spec struct {
 	DNSPorts []int
 	// HealthPort is the TCP port of the health check, whose traffic also skips conntrack.
 	HealthPort int
+	// MoreHealthPorts are further health ports, of other instances on the
+	// node that share these rules (a surge rollout that changes the port).
+	MoreHealthPorts []int
 	// Guard makes the NOTRACK rules for pod traffic match only while a
 	// local socket is bound to the destination (see the package doc).
 	Guard bool
