@@ -70,18 +70,21 @@ func (in *instance) spec() hostSpec {
 		LocalIPs:   slices.Clone(cfg.LocalIPs),
 		DNSPorts:   slices.Clone(in.ports),
 		HealthPort: cfg.HealthPort,
+		Guard:      cfg.FailOpen,
+		Fallback:   fallbackIPs(cfg),
+		Upstream:   cfg.Upstream,
 	}
 	return hs
 }
 
 // startLoop starts the instance's reconcile loop unless one runs; called
-// with the owner's lock held. With takeover the loop first waits for the
-// listeners and draws the traffic.
-func (in *instance) startLoop(takeover bool) {
+// with the owner's lock held. With first (the process's first instance)
+// the loop first waits for the listeners and steers new queries to them.
+func (in *instance) startLoop(first bool) {
 	if in.loop != nil {
 		return
 	}
-	in.loop = startReconciler(in, takeover)
+	in.loop = startReconciler(in, first)
 }
 
 // haltLoop ends the loop without waiting for it (it may be waiting for the

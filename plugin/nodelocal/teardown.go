@@ -1,11 +1,7 @@
 package nodelocal
 
 import (
-	"errors"
 	"fmt"
-	"net/netip"
-
-	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 )
 
 // stopCause says why an instance gives the node up, which decides what
@@ -30,9 +26,11 @@ func (c stopCause) String() string {
 }
 
 // shutdown is OnShutdown. On a reload it only stops this instance's loop
-// (the new instance has taken the node over). On SIGTERM it is the first
-// step of the drain, before health's lameduck (see drain). (SIGINT runs
-// the process-exit hook first, which tears down at once; this then finds
+// (the new instance has taken the node over). On SIGTERM the instance
+// turns not ready and leaves the node as it is for health's lameduck: the
+// rules need no edit, since the moment the process's sockets close the
+// kernel sends DNS on its other paths (`failopen on`). (SIGINT runs the
+// process-exit hook first, which tears down at once; this then finds
 // nothing to do.)
 func (o *owner) shutdown(in *instance) error {
 	o.stopLoop(in)
@@ -52,49 +50,7 @@ func (o *owner) shutdown(in *instance) error {
 	if peers := o.peers(); peers > 0 {
 		in.handedOver = true
 		log.Infof("Stopping: %d other instance(s) on this node keep the interface and rules", peers)
-		return nil
 	}
-	if in.cfg.Teardown == TeardownOff || o.applied == nil {
-		return nil
-	}
-	return o.drain(in)
-}
-
-// drain makes the cache stop drawing the traffic that has another path: the
-// rules of the local IPs kube-proxy also serves (the kube-dns ClusterIP) go,
-// so new queries reach CoreDNS through kube-proxy while this process
-// answers what it holds and still serves the link-local IP. The addresses
-// stay until the final shutdown: queries this process already holds (in
-// its socket queues, or waiting on the upstream) are answered from those
-// addresses, and a reply from an address the node no longer has is lost, a
-// 5 s stall for its client. Without the NOTRACK rules kube-proxy's DNAT
-// takes every new query to those IPs, address or not.
-func (o *owner) drain(in *instance) error {
-	var keep, fallback []netip.Addr
-	for _, ip := range in.cfg.LocalIPs {
-		if ip.IsLinkLocalUnicast() {
-			keep = append(keep, ip)
-		} else {
-			fallback = append(fallback, ip)
-		}
-	}
-	if len(fallback) == 0 || o.applied.rules.Mode == rules.ModeNone {
-		return nil
-	}
-	reduced := *o.applied
-	reduced.rules.LocalIPs = keep
-	if len(keep) == 0 {
-		log.Infof("Stopping: rules for %v go so pods fall back to kube-proxy; answering what is in flight", fallback)
-		if err := in.host.RemoveRules(reduced.rules); err != nil {
-			return fmt.Errorf("%s: drain: %w", pluginName, err)
-		}
-	} else {
-		log.Infof("Stopping: rules for %v go so pods fall back to kube-proxy; still answering on %v", fallback, keep)
-		if _, err := in.host.EnsureRules(reduced.rules); err != nil {
-			return fmt.Errorf("%s: drain: %w", pluginName, err)
-		}
-	}
-	o.applied = &reduced
 	return nil
 }
 
@@ -128,7 +84,8 @@ func (o *owner) processExit() {
 
 // teardownLocked gives the node up for in, once: it removes the node state
 // unless another instance on the node keeps it, or, when the process stops,
-// `teardown off` keeps it or `teardown handoff` leaves a path behind.
+// `teardown off` or `handoff` keeps it (with handoff the standing fallback
+// carries DNS to the local IPs while no cache runs).
 func (o *owner) teardownLocked(in *instance, cause stopCause) error {
 	in.torn = true
 	in.setReady(false)
@@ -148,7 +105,8 @@ func (o *owner) teardownLocked(in *instance, cause stopCause) error {
 			log.Infof("Teardown off: leaving %s in place", describe(*hs))
 			return nil
 		case TeardownHandoff:
-			return o.handoff(in, *hs)
+			log.Infof("Teardown handoff: leaving %s in place; DNS to %v goes to %s until the next start", describe(*hs), hs.rules.Fallback, in.cfg.Upstream)
+			return nil
 		}
 	}
 	if err := remove(in.host, *hs); err != nil {
@@ -159,24 +117,5 @@ func (o *owner) teardownLocked(in *instance, cause stopCause) error {
 		why = " (" + cause.String() + ")"
 	}
 	log.Infof("Node torn down%s: %s", why, describe(*hs))
-	return nil
-}
-
-// handoff leaves a path from the local IPs to the cluster DNS for the time
-// no cache runs (IPVS mode, where pods know only the local IP): the DNAT
-// goes in first, then the NOTRACK rules go so it takes effect; the link and
-// addresses stay. The next start removes the path.
-func (o *owner) handoff(in *instance, hs hostSpec) error {
-	if err := in.host.EnsureHandoff(hs.rules, in.cfg.Upstream); err != nil {
-		err = fmt.Errorf("%s: handoff path: %w", pluginName, err)
-		if rerr := remove(in.host, hs); rerr != nil {
-			err = errors.Join(err, rerr)
-		}
-		return err
-	}
-	if err := in.host.RemoveRules(hs.rules); err != nil {
-		return fmt.Errorf("%s: teardown: %w", pluginName, err)
-	}
-	log.Infof("Handed off: DNS to %v goes to %s until the next start", hs.rules.LocalIPs, in.cfg.Upstream)
 	return nil
 }
