@@ -92,8 +92,8 @@ func TestRollout(t *testing.T) {
 		// pods): raw OUTPUT cannot be guarded, so with the cache dead a
 		// query from the node to a local IP is refused at once (ICMP port
 		// unreachable, a TCP reset), not left to time out.
-		if _, err := l.RunRolloutOn(ctx, lab.Reload, lab.Ours, lab.NodeIptables, lab.RolloutStream{Duration: time.Second, Rate: 10, Limit: time.Second}); err != nil {
-			t.Fatal(err)
+		if l.Caches() == 0 {
+			t.Fatal("No cache runs after the reload case")
 		}
 		if err := l.KillCaches(); err != nil {
 			t.Fatal(err)

@@ -34,8 +34,8 @@ type instance struct {
 
 // register hooks the instance into the caddy instance's callbacks: thin
 // adapters to the owner. Teardown lives in OnFinalShutdown (never on a
-// reload) and in the process-exit hook; OnShutdown only starts the drain,
-// and only when the process is stopping.
+// reload) and in the process-exit hook; OnShutdown only turns the instance
+// not ready when the process is stopping.
 func (o *owner) register(c *caddy.Controller, in *instance) {
 	c.OnFirstStartup(func() error { return o.firstStartup(in) })
 	c.OnStartup(func() error { return o.startup(in) })
