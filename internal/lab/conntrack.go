@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -113,4 +114,29 @@ func (l *Lab) cacheDNSCounters(ctx context.Context, m NodeMode) (dnsCounters, er
 		}
 	}
 	return c, nil
+}
+
+// tcpOutRsts reads the node namespace's count of TCP resets sent (Tcp
+// OutRsts in /proc/net/snmp): a killed process's connections, and those
+// waiting in its listeners' accept queues, are reset by the kernel.
+func (l *Lab) tcpOutRsts(ctx context.Context) (uint64, error) {
+	out, err := nsRun(ctx, l.Node, "cat", "/proc/net/snmp")
+	if err != nil {
+		return 0, err
+	}
+	var names []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Tcp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		if i := slices.Index(names, "OutRsts"); i > 0 && i < len(f) {
+			return strconv.ParseUint(f[i], 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no Tcp OutRsts in /proc/net/snmp of %s", l.Node)
 }

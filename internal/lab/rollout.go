@@ -192,11 +192,15 @@ type RolloutResult struct {
 	Probe     *ProbeResult  // single UDP queries every 10 ms from each pod, no retries; the longest gap of any pod
 	Events    []string      // what was done when, relative to the stream's start
 	Ready     time.Duration // Crash: from the new start to its readiness
-	// Held is, for the SIGKILL cases, how many UDP queries the killed
-	// process held: those the node's rules delivered to the cache's
+	// Held is, for the SIGKILL cases, how many queries the killed process
+	// held: the UDP queries the node's rules delivered to the cache's
 	// sockets (their NOTRACK rule's counter) that got no reply (the reply
-	// rule's counter), from the start of the stream to just after the kill.
+	// rule's counter), from the start of the stream to just after the
+	// kill, plus the TCP connections the kernel reset at the kill (Tcp
+	// OutRsts of the node across it).
 	Held uint64
+	// HeldUDP and HeldTCP split Held.
+	HeldUDP, HeldTCP uint64
 }
 
 // Slow counts the lookups of the result's clients asking server (all of
@@ -362,6 +366,10 @@ func (l *Lab) RunRolloutOn(ctx context.Context, c RolloutCase, b Behaviour, m No
 	}
 	// kill SIGKILLs an instance and counts what it held.
 	kill := func(victim *Cache) error {
+		rsts, err := l.tcpOutRsts(ctx)
+		if err != nil {
+			return err
+		}
 		logEvent("SIGKILL (pid %d)", victim.Proc.PID())
 		if err := victim.Kill(); err != nil {
 			return err
@@ -370,9 +378,13 @@ func (l *Lab) RunRolloutOn(ctx context.Context, c RolloutCase, b Behaviour, m No
 		if err != nil {
 			return err
 		}
-		held := after.held(base)
-		res.Held = held
-		logEvent("killed; it held %d UDP queries (%d delivered to the cache, %d answered since the stream began)", held, after.in-base.in, after.out-base.out)
+		rsts2, err := l.tcpOutRsts(ctx)
+		if err != nil {
+			return err
+		}
+		res.HeldUDP, res.HeldTCP = after.held(base), rsts2-rsts
+		res.Held = res.HeldUDP + res.HeldTCP
+		logEvent("killed; it held %d UDP queries (%d delivered to the cache, %d answered since the stream began) and %d TCP connections were reset", res.HeldUDP, after.in-base.in, after.out-base.out, res.HeldTCP)
 		return nil
 	}
 	var (

@@ -125,8 +125,12 @@ func TestRollout(t *testing.T) {
 						t.Errorf("%s on %s: no lookup to %s failed or stalled, but the README says the fallback does not land there: update it", c, m, server)
 					}
 				}
-				if failed != 0 || slow > r.Held {
-					t.Errorf("%s on %s: %d lookups failed and %d took %v or more; want none failed and at most %d slow (the queries the killed process held)", c, m, failed, slow, st.Limit, r.Held)
+				// A lookup in flight on a TCP connection the kernel reset can
+				// fail (Go retries once, at once, and may meet the dying
+				// listener again); a UDP query lost in the killed socket costs
+				// its client the resolver timeout. Nothing else may go wrong.
+				if failed > r.HeldTCP || slow+failed > r.Held {
+					t.Errorf("%s on %s: %d lookups failed and %d took %v or more; want at most %d failed (TCP connections reset at the kill) and %d slow and failed together (also the UDP queries the killed process held)", c, m, failed, slow, st.Limit, r.HeldTCP, r.Held)
 				}
 			}
 		})
