@@ -125,13 +125,6 @@ func (m NodeMode) kubeProxy() KubeProxyMode {
 	return KubeProxyIptables
 }
 
-// Covered reports whether DNS to addr has a path of its own on a node of
-// mode m while no cache runs: kube-proxy's DNAT for the kube-dns IP, the
-// standing fallback for 169.254.20.10. With kube-proxy in nftables mode
-// the fallback's DNAT to the upstream ClusterIP does not land (the first
-// DNAT wins and kube-proxy's own never runs), so 169.254.20.10 has none.
-func (m NodeMode) Covered(addr string) bool { return !(m == NodeNftables && addr == LocalIP) }
-
 // Behaviour is whose shutdown behaviour the cache shows.
 type Behaviour int
 

@@ -94,6 +94,9 @@ func (f *fakeHost) EnsureRules(s rules.Spec) ([]string, error) {
 			want += fmt.Sprint(" guarded, fallback ", s.Fallback, "->", s.Upstream)
 		}
 	}
+	if s.Drain {
+		want += " draining"
+	}
 	if f.rules[home(s)] == want {
 		return nil, nil
 	}

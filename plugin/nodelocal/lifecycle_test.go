@@ -198,9 +198,8 @@ func TestStartReloadShutdown(t *testing.T) {
 
 	finalShutdown(t, inst3)
 	ops = f.takeOps()
-	// Rules before addresses, and no rule edit before that (no drain: the
-	// guard lets traffic through once the sockets close).
-	if want := []string{"remove rules iptables/auto", "remove address 169.254.20.10", "remove address 2001:2::a", "remove link nodelocaldns"}; !slices.Equal(ops, want) {
+	// The drain first, then rules before addresses.
+	if want := []string{"set rules iptables/auto", "remove rules iptables/auto", "remove address 169.254.20.10", "remove address 2001:2::a", "remove link nodelocaldns"}; !slices.Equal(ops, want) {
 		t.Errorf("Final shutdown did %q, want %q (rules first, then addresses and link)", ops, want)
 	}
 	if got := f.state(); got != "" {
@@ -372,8 +371,10 @@ func TestTeardownOff(t *testing.T) {
 	f := withFakeHost(t)
 	inst := start(t, strings.Replace(twoBlocks, "sync 1s", "sync 1s\n\t\tteardown off", 1))
 	finalShutdown(t, inst)
-	if got := f.state(); got != wantTwoBlocks {
-		t.Errorf("teardown off: after shutdown the node has\n%s\nwant it left in place", got)
+	// Left as SIGTERM's drain left it: pods on their other paths until the
+	// next start puts the NOTRACK rules back.
+	if got := f.state(); got != wantTwoBlocks+" draining" {
+		t.Errorf("teardown off: after shutdown the node has\n%s\nwant it left in place, drained", got)
 	}
 }
 
@@ -436,20 +437,20 @@ func runFinalShutdown(t *testing.T, inst *caddy.Instance) {
 	inst.Stop()
 }
 
-// TestSigtermEditsNothing: SIGTERM turns the cache not ready but leaves the
-// node as it is through health's lameduck (no drain: once the sockets
-// close the guard sends the traffic on its other paths); the final
-// shutdown then tears down, rules first.
-func TestSigtermEditsNothing(t *testing.T) {
+// TestDrain: SIGTERM turns the cache not ready and drains before health's
+// lameduck: the pod NOTRACK rules of the IPs with another path go, the
+// addresses stay for the replies in flight; the final shutdown then tears
+// down, rules first.
+func TestDrain(t *testing.T) {
 	f := withFakeHost(t)
 	inst := start(t, twoBlocks)
 	f.takeOps()
 	runShutdown(t, inst)
-	if got := f.state(); got != wantTwoBlocks {
-		t.Errorf("During the lameduck the node has\n%s\nwant\n%s", got, wantTwoBlocks)
+	if got, want := f.state(), wantTwoBlocks+" draining"; got != want {
+		t.Errorf("During the lameduck the node has\n%s\nwant\n%s", got, want)
 	}
-	if ops := f.takeOps(); len(ops) != 0 {
-		t.Errorf("SIGTERM did %q before the final shutdown, want nothing", ops)
+	if ops := f.takeOps(); !slices.Equal(ops, []string{"set rules iptables/auto"}) {
+		t.Errorf("SIGTERM did %q before the final shutdown, want the rules rewritten (drained)", ops)
 	}
 	if nodeOf(inst).Ready() {
 		t.Error("Ready while stopping")
@@ -490,9 +491,9 @@ func TestPeerKeepsNode(t *testing.T) {
 	}
 }
 
-// TestHandoff: teardown handoff leaves the node as it is, the standing
-// fallback of every local IP to the upstream Service included; the next
-// start finds it in place and changes nothing.
+// TestHandoff: teardown handoff leaves the node as SIGTERM's drain left it,
+// the standing fallback of every local IP to the upstream Service carrying
+// the pods; the next start puts the pod NOTRACK rules back.
 func TestHandoff(t *testing.T) {
 	f := withFakeHost(t)
 	t.Setenv("KUBE_DNS_UPSTREAM_SERVICE_HOST", "198.18.0.11")
@@ -508,16 +509,20 @@ func TestHandoff(t *testing.T) {
 	inst := start(t, corefile)
 	const want = "link nodelocaldns up=true [169.254.20.10]; rules iptables/auto [169.254.20.10] [0] 8080 guarded, fallback [169.254.20.10]->198.18.0.11"
 	f.takeOps()
-	finalShutdown(t, inst)
-	if ops := f.takeOps(); len(ops) != 0 {
-		t.Errorf("Handoff did %q at exit, want nothing", ops)
+	runShutdown(t, inst)
+	runFinalShutdown(t, inst)
+	if ops := f.takeOps(); !slices.Equal(ops, []string{"set rules iptables/auto"}) {
+		t.Errorf("Handoff did %q, want only the drain", ops)
 	}
-	if got := f.state(); got != want {
-		t.Errorf("After handoff the node has\n%s\nwant\n%s", got, want)
+	if got := f.state(); got != want+" draining" {
+		t.Errorf("After handoff the node has\n%s\nwant\n%s", got, want+" draining")
 	}
 	inst2 := start(t, corefile)
-	if ops := f.takeOps(); len(ops) != 0 {
-		t.Errorf("Next start did %q, want nothing: the node is as it wants it", ops)
+	if ops := f.takeOps(); !slices.Equal(ops, []string{"set rules iptables/auto"}) {
+		t.Errorf("Next start did %q, want its rules back", ops)
+	}
+	if got := f.state(); got != want {
+		t.Errorf("After the next start the node has\n%s\nwant\n%s", got, want)
 	}
 	finalShutdown(t, inst2)
 }
@@ -544,6 +549,12 @@ func TestReloadDroppingTheDirective(t *testing.T) {
 func TestTakeoverThroughSeams(t *testing.T) {
 	fs := withFakeSystem(t)
 	inst := start(t, twoBlocks)
+	// Steering and buffers follow the listeners, after the start.
+	waitFor(t, "the steering", 2*time.Second, func() bool {
+		n := 0
+		fs.get(func(s *fakeSystem) { n = len(s.rcvBufs) })
+		return n > 0
+	})
 	fs.get(func(s *fakeSystem) {
 		if len(s.steered) != 1 || fmt.Sprint(s.steered[0]) != "[169.254.20.10 198.18.0.10]" {
 			t.Errorf("Steered %v, want the local IPs once", s.steered)

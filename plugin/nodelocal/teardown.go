@@ -2,6 +2,8 @@ package nodelocal
 
 import (
 	"fmt"
+
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 )
 
 // stopCause says why an instance gives the node up, which decides what
@@ -27,11 +29,9 @@ func (c stopCause) String() string {
 
 // shutdown is OnShutdown. On a reload it only stops this instance's loop
 // (the new instance has taken the node over). On SIGTERM the instance
-// turns not ready and leaves the node as it is for health's lameduck: the
-// rules need no edit, since the moment the process's sockets close the
-// kernel sends DNS on its other paths (`failopen on`). (SIGINT runs the
-// process-exit hook first, which tears down at once; this then finds
-// nothing to do.)
+// turns not ready and, unless another instance stays, drains (see drain)
+// for health's lameduck. (SIGINT runs the process-exit hook first, which
+// tears down at once; this then finds nothing to do.)
 func (o *owner) shutdown(in *instance) error {
 	o.stopLoop(in)
 	o.mu.Lock()
@@ -50,7 +50,28 @@ func (o *owner) shutdown(in *instance) error {
 	if peers := o.peers(); peers > 0 {
 		in.handedOver = true
 		log.Infof("Stopping: %d other instance(s) on this node keep the interface and rules", peers)
+		return nil
 	}
+	if o.applied == nil || o.applied.rules.Mode == rules.ModeNone {
+		return nil
+	}
+	return o.drain(in)
+}
+
+// drain takes the pod NOTRACK rules of the local IPs with another path out
+// (kube-proxy's DNAT, or the standing fallback), so new queries take that
+// path while this process answers, through the lameduck, the queries it
+// holds. The guard alone would send them there only once the sockets
+// close, and what sits in them then is lost: a glibc client's 5 s. The
+// addresses and the fallback stay; the next start puts the rules back.
+func (o *owner) drain(in *instance) error {
+	reduced := *o.applied
+	reduced.rules.Drain = true
+	if _, err := in.host.EnsureRules(reduced.rules); err != nil {
+		return fmt.Errorf("%s: drain: %w", pluginName, err)
+	}
+	o.applied = &reduced
+	log.Infof("Stopping: new pod queries take their other paths; answering what is in flight")
 	return nil
 }
 
