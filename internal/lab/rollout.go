@@ -640,7 +640,9 @@ func WriteRolloutTable(w io.Writer, results []*RolloutResult) {
 			lost = fmt.Sprintf("%d/%d", r.Probe.Sent-r.Probe.Answered, r.Probe.Sent)
 		}
 		held := "-"
-		if r.Case.Killing() {
+		// Only the guard makes the counters mean "held": unguarded rules
+		// also count what reaches the closed port after the kill.
+		if r.Case.Killing() && r.Behaviour == Ours {
 			held = fmt.Sprint(r.Held)
 		}
 		fmt.Fprintf(w, "| %-27s | %-15s | %-10s | %7d | %6d | %5d | %4s | %11s | %12s |\n", r.Case, r.Node, r.Behaviour, r.Lookups, r.Failed, r.Slow, held, gap, lost)
