@@ -194,6 +194,10 @@ type RolloutResult struct {
 	Held uint64
 	// HeldUDP and HeldTCP split Held.
 	HeldUDP, HeldTCP uint64
+	// UpstreamDrops are the UDP queries the DNS pods' full sockets dropped
+	// during the stream (UdpRcvbufErrors of their namespaces): the losses
+	// of the path without cache, which a node with no cache has as well.
+	UpstreamDrops uint64
 }
 
 // Slow counts the lookups of the result's clients asking server (all of
@@ -343,8 +347,12 @@ func (l *Lab) RunRolloutOn(ctx context.Context, c RolloutCase, b Behaviour, m No
 	}
 
 	var base dnsCounters
+	var drops0 uint64
 	if c.Killing() {
 		if base, err = l.cacheDNSCounters(ctx, m); err != nil {
+			return nil, err
+		}
+		if drops0, err = l.UDPRcvbufErrors(ctx, l.DNS1, l.DNS2); err != nil {
 			return nil, err
 		}
 	}
@@ -435,6 +443,13 @@ func (l *Lab) RunRolloutOn(ctx context.Context, c RolloutCase, b Behaviour, m No
 	}
 	last, eventErr := l.rolloutEvent(ctx, c, cur, corefile, res, logEvent, kill, addClient, pods, st)
 	wg.Wait()
+	if c.Killing() {
+		drops, err := l.UDPRcvbufErrors(ctx, l.DNS1, l.DNS2)
+		if err != nil {
+			return res, err
+		}
+		res.UpstreamDrops = drops - drops0
+	}
 	logEvent("stream done")
 	if err := errors.Join(append(errs, eventErr)...); err != nil {
 		return res, err

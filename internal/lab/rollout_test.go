@@ -115,9 +115,12 @@ func TestRollout(t *testing.T) {
 				// A lookup in flight on a TCP connection the kernel reset can
 				// fail (Go retries once, at once, and may meet the dying
 				// listener again); a UDP query lost in the killed socket costs
-				// its client the resolver timeout. Nothing else may go wrong.
-				if failed > r.HeldTCP || slow+failed > r.Held {
-					t.Errorf("%s on %s: %d lookups failed and %d took %v or more; want at most %d failed (TCP connections reset at the kill) and %d slow and failed together (also the UDP queries the killed process held)", c, m, failed, slow, st.Limit, r.HeldTCP, r.Held)
+				// its client the resolver timeout; so does one the DNS pods'
+				// full sockets drop on the path without cache, as on a node
+				// without cache. Nothing else may go wrong.
+				t.Logf("%s on %s: %d failed, %d slow; held %d UDP queries and %d TCP connections; the DNS pods dropped %d", c, m, failed, slow, r.HeldUDP, r.HeldTCP, r.UpstreamDrops)
+				if failed > r.HeldTCP || slow+failed > r.Held+r.UpstreamDrops {
+					t.Errorf("%s on %s: %d lookups failed and %d took %v or more; want at most %d failed (TCP connections reset at the kill) and %d slow and failed together (the queries the killed process held, and %d the DNS pods dropped)", c, m, failed, slow, st.Limit, r.HeldTCP, r.Held+r.UpstreamDrops, r.UpstreamDrops)
 				}
 			}
 		})
