@@ -39,7 +39,7 @@ func TestRollout(t *testing.T) {
 			}
 			for _, cl := range r.Clients {
 				if cl.Load != nil {
-					t.Logf("%-9s %5d lookups, %d failed, %d ≥ %v, max %.0f ms %v", cl.Name, cl.Load.Requests, cl.Load.Errors, cl.Load.AtOrAboveLimit, st.Limit, cl.Load.Latency.MaxMS, cl.Load.ErrorExamples)
+					t.Logf("%-9s %5d lookups, %d failed, %d ≥ %v, max %.0f ms %v", cl.Name, cl.Load.Requests, cl.Load.Errors, cl.Load.AtOrAboveLimit, r.Stream.Limit, cl.Load.Latency.MaxMS, cl.Load.ErrorExamples)
 				}
 			}
 			if r.Probe != nil {
@@ -120,7 +120,7 @@ func TestRollout(t *testing.T) {
 				// without cache. Nothing else may go wrong.
 				t.Logf("%s on %s: %d failed, %d slow; held %d UDP queries and %d TCP connections; the DNS pods dropped %d", c, m, failed, slow, r.HeldUDP, r.HeldTCP, r.UpstreamDrops)
 				if failed > r.HeldTCP || slow+failed > r.Held+r.UpstreamDrops {
-					t.Errorf("%s on %s: %d lookups failed and %d took %v or more; want at most %d failed (TCP connections reset at the kill) and %d slow and failed together (the queries the killed process held, and %d the DNS pods dropped)", c, m, failed, slow, st.Limit, r.HeldTCP, r.Held+r.UpstreamDrops, r.UpstreamDrops)
+					t.Errorf("%s on %s: %d lookups failed and %d took %v or more; want at most %d failed (TCP connections reset at the kill) and %d slow and failed together (the queries the killed process held, and %d the DNS pods dropped)", c, m, failed, slow, r.Stream.Limit, r.HeldTCP, r.Held+r.UpstreamDrops, r.UpstreamDrops)
 				}
 			}
 		})
