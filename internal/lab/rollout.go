@@ -194,15 +194,16 @@ type RolloutResult struct {
 	Probe     *ProbeResult  // single UDP queries every 10 ms from each pod, no retries; the longest gap of any pod
 	Events    []string      // what was done when, relative to the stream's start
 	Ready     time.Duration // Crash: from the new start to its readiness
-	// Held is, for the SIGKILL cases, how many queries the killed process
+	// Held is, for the SIGKILL cases, how many queries the ended processes
 	// held: the UDP queries the node's rules delivered to the cache's
 	// sockets (their NOTRACK rule's counter) that got no reply (the reply
-	// rule's counter), from the start of the stream to just after the
-	// kill, plus the TCP connections the kernel reset at the kill (Tcp
-	// OutRsts of the node across it).
+	// rule's counter), from the start of the stream to just after the last
+	// instance ended (the killed one; in a surge, the old one after it),
+	// plus the TCP resets the node sent across each end (Tcp OutRsts).
 	Held uint64
 	// HeldUDP and HeldTCP split Held.
 	HeldUDP, HeldTCP uint64
+	stop             func(*Cache) error // SIGTERM, counting what the instance held
 	// UpstreamDrops are the UDP queries the DNS pods' full sockets dropped
 	// during the stream (UdpRcvbufErrors of their namespaces): the losses
 	// of the path without cache, which a node with no cache has as well.
@@ -374,14 +375,15 @@ func (l *Lab) RunRolloutOn(ctx context.Context, c RolloutCase, b Behaviour, m No
 		res.Events = append(res.Events, e)
 		l.cfg.Logf("%s (%s): %s", c, m, e)
 	}
-	// kill SIGKILLs an instance and counts what it held.
-	kill := func(victim *Cache) error {
+	// ending ends an instance (SIGKILL, or the SIGTERM that ends a
+	// surge) and counts what it held: the UDP queries never answered since
+	// the stream began, and the TCP resets the node sent across its end.
+	ending := func(victim *Cache, end func() error) error {
 		rsts, err := l.tcpOutRsts(ctx)
 		if err != nil {
 			return err
 		}
-		logEvent("SIGKILL (pid %d)", victim.Proc.PID())
-		if err := victim.Kill(); err != nil {
+		if err := end(); err != nil {
 			return err
 		}
 		after, err := l.cacheDNSCounters(ctx, m)
@@ -392,11 +394,16 @@ func (l *Lab) RunRolloutOn(ctx context.Context, c RolloutCase, b Behaviour, m No
 		if err != nil {
 			return err
 		}
-		res.HeldUDP, res.HeldTCP = after.held(base), rsts2-rsts
+		res.HeldUDP, res.HeldTCP = after.held(base), res.HeldTCP+rsts2-rsts
 		res.Held = res.HeldUDP + res.HeldTCP
-		logEvent("killed; it held %d UDP queries (%d delivered to the cache, %d answered since the stream began) and %d TCP connections were reset", res.HeldUDP, after.in-base.in, after.out-base.out, res.HeldTCP)
+		logEvent("pid %d gone; unanswered since the stream began: %d UDP queries (%d delivered to the cache, %d answered); %d TCP connections reset", victim.Proc.PID(), res.HeldUDP, after.in-base.in, after.out-base.out, rsts2-rsts)
 		return nil
 	}
+	kill := func(victim *Cache) error {
+		logEvent("SIGKILL (pid %d)", victim.Proc.PID())
+		return ending(victim, victim.Kill)
+	}
+	res.stop = func(victim *Cache) error { return ending(victim, victim.Stop) }
 	var (
 		wg     sync.WaitGroup
 		mu     sync.Mutex
@@ -545,7 +552,7 @@ func (l *Lab) rolloutEvent(ctx context.Context, c RolloutCase, cur *Cache, coref
 			return nil, err
 		}
 		logEvent("SIGTERM to the first (pid %d)", cur.Proc.PID())
-		if err := cur.Stop(); err != nil {
+		if err := res.stop(cur); err != nil {
 			return next, err
 		}
 		logEvent("first instance exited")
