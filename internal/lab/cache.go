@@ -188,6 +188,18 @@ func (c *Cache) Kill() error {
 	return nil
 }
 
+// KillCaches SIGKILLs every cache instance.
+func (l *Lab) KillCaches() error {
+	l.mu.Lock()
+	caches := slices.Clone(l.caches)
+	l.mu.Unlock()
+	var errs []error
+	for _, c := range caches {
+		errs = append(errs, c.Kill())
+	}
+	return errors.Join(errs...)
+}
+
 // forget drops the instance from the lab's list.
 func (c *Cache) forget() {
 	c.lab.mu.Lock()

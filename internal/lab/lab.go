@@ -83,11 +83,12 @@ type Lab struct {
 	procs []*Proc  // started processes, stopped in reverse order by Close
 	lock  *runLock // held while the lab lives: tells other runs it is no leftover
 
-	mu      sync.Mutex
-	caches  []*Cache // running cache instances, oldest first
-	started int      // cache instances started, to name their files
-	made    []string // namespaces made, for Close
-	etc     []string // /etc/netns dirs made
+	mu        sync.Mutex
+	kubeProxy KubeProxyMode // "" for KubeProxyIptables, the mode Up writes
+	caches    []*Cache      // running cache instances, oldest first
+	started   int           // cache instances started, to name their files
+	made      []string      // namespaces made, for Close
+	etc       []string      // /etc/netns dirs made
 }
 
 // Bin returns the path of a binary under the repository's bin/.

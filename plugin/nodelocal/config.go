@@ -16,9 +16,12 @@ type Teardown string
 
 // Teardown settings.
 const (
-	TeardownOn      Teardown = "on"      // remove rules, addresses and link
-	TeardownOff     Teardown = "off"     // leave everything in place
-	TeardownHandoff Teardown = "handoff" // remove, but leave a path to the cluster DNS (IPVS mode)
+	TeardownOn  Teardown = "on"  // remove rules, addresses and link
+	TeardownOff Teardown = "off" // leave everything in place
+	// TeardownHandoff leaves everything in place, like off, and gives every
+	// local IP (not only the link-local ones) the standing fallback to the
+	// upstream Service, which carries DNS while no cache runs (IPVS mode).
+	TeardownHandoff Teardown = "handoff"
 )
 
 // Defaults and bounds of the directive's settings, for callers that write
@@ -45,6 +48,7 @@ type Config struct {
 	Teardown    Teardown
 	StateDir    string // where instances on the node see each other; "" after `statedir none`
 	RcvBuf      int    // receive buffer of the UDP listeners in bytes; 0 after `rcvbuf none`
+	FailOpen    bool   // socket-guarded rules and the standing fallback (`failopen on`)
 }
 
 func defaultConfig() Config {
@@ -57,6 +61,7 @@ func defaultConfig() Config {
 		Teardown:   TeardownOn,
 		StateDir:   defaultStateDir,
 		RcvBuf:     defaultRcvBuf,
+		FailOpen:   true,
 	}
 }
 
@@ -72,6 +77,7 @@ func differ(a, b Config) (name, av, bv string) {
 		{"teardown", string(a.Teardown), string(b.Teardown)},
 		{"statedir", orNone(a.StateDir), orNone(b.StateDir)},
 		{"rcvbuf", strconv.Itoa(a.RcvBuf), strconv.Itoa(b.RcvBuf)},
+		{"failopen", onOff(a.FailOpen), onOff(b.FailOpen)},
 	}
 	for _, p := range pairs {
 		if p.a != p.b {
@@ -86,4 +92,29 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// fallbackIPs are the local IPs that get the standing fallback to the
+// upstream Service: those with no kube-proxy path of their own once no
+// cache socket takes them. A link-local address (169.254.20.10) never has
+// one; with `teardown handoff` every local IP counts as such (IPVS mode,
+// or an address of the operator's that no Service holds). The kube-dns
+// ClusterIP is left out otherwise: kube-proxy's own DNAT takes it, and a
+// DNAT of ours would come first (the first DNAT wins) and, with kube-proxy
+// in nftables mode, not land.
+func fallbackIPs(cfg Config) []netip.Addr {
+	var out []netip.Addr
+	for _, ip := range cfg.LocalIPs {
+		if ip.IsLinkLocalUnicast() || cfg.Teardown == TeardownHandoff {
+			out = append(out, ip)
+		}
+	}
+	return out
 }

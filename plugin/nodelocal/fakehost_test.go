@@ -20,6 +20,7 @@ type fakeHost struct {
 	ops   []string          // "add link x", "add address a", "set rules", "remove rules", "remove address a", "remove link x"
 
 	failRules error // EnsureRules returns this when set
+	noSocket  error // SocketMatch returns this when set
 }
 
 type fakeLink struct {
@@ -88,6 +89,17 @@ func (f *fakeHost) EnsureRules(s rules.Spec) ([]string, error) {
 	if len(s.MoreHealthPorts) > 0 {
 		want += fmt.Sprint(" ", s.MoreHealthPorts)
 	}
+	if s.Guard {
+		// As the real backend, unguarded on a kernel without the match.
+		if f.noSocket != nil {
+			want += " unguarded"
+		} else {
+			want += fmt.Sprint(" guarded, fallback ", s.Fallback, "->", s.Upstream)
+		}
+	}
+	if s.Drain {
+		want += " draining"
+	}
 	if f.rules[home(s)] == want {
 		return nil, nil
 	}
@@ -106,22 +118,10 @@ func (f *fakeHost) RemoveRules(s rules.Spec) error {
 	return nil
 }
 
-func (f *fakeHost) EnsureHandoff(s rules.Spec, up netip.Addr) error {
+func (f *fakeHost) SocketMatch(rules.Spec) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.rules["handoff"] = fmt.Sprint(s.LocalIPs, "->", up)
-	f.ops = append(f.ops, "set handoff")
-	return nil
-}
-
-func (f *fakeHost) RemoveHandoff(rules.Spec) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if _, ok := f.rules["handoff"]; ok {
-		delete(f.rules, "handoff")
-		f.ops = append(f.ops, "remove handoff")
-	}
-	return nil
+	return f.noSocket
 }
 
 // state describes the node as a user would inspect it: links, addresses, rules.

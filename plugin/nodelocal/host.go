@@ -28,11 +28,10 @@ type Host interface {
 	EnsureRules(rules.Spec) ([]string, error)
 	// RemoveRules removes every rule and chain of the plugin.
 	RemoveRules(rules.Spec) error
-	// EnsureHandoff leaves a path from the local IPs to the upstream
-	// Service for the time no cache runs (teardown handoff).
-	EnsureHandoff(rules.Spec, netip.Addr) error
-	// RemoveHandoff removes that path.
-	RemoveHandoff(rules.Spec) error
+	// SocketMatch tells whether the kernel has the socket match the
+	// spec's Guard needs: nil, an error wrapping rules.ErrNoSocketMatch,
+	// or another error when it could not tell.
+	SocketMatch(rules.Spec) error
 }
 
 // hostSpec is everything the plugin puts on the host.

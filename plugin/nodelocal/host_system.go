@@ -1,8 +1,6 @@
 package nodelocal
 
 import (
-	"net/netip"
-
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/netif"
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 )
@@ -28,7 +26,4 @@ func (h systemHost) EnsureLink(s netif.Spec) ([]string, error)  { return h.link.
 func (h systemHost) RemoveLink(s netif.Spec) error              { return h.link.Remove(s) }
 func (h systemHost) EnsureRules(s rules.Spec) ([]string, error) { return h.rules.Ensure(s) }
 func (h systemHost) RemoveRules(s rules.Spec) error             { return h.rules.Remove(s) }
-func (h systemHost) EnsureHandoff(s rules.Spec, up netip.Addr) error {
-	return h.rules.EnsureHandoff(s, up)
-}
-func (h systemHost) RemoveHandoff(s rules.Spec) error { return h.rules.RemoveHandoff(s) }
+func (h systemHost) SocketMatch(s rules.Spec) error             { return h.rules.SocketMatch(s) }

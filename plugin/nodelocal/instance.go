@@ -33,8 +33,8 @@ type instance struct {
 
 // register hooks the instance into the caddy instance's callbacks: thin
 // adapters to the owner. Teardown lives in OnFinalShutdown (never on a
-// reload) and in the process-exit hook; OnShutdown only starts the drain,
-// and only when the process is stopping.
+// reload) and in the process-exit hook; OnShutdown only turns the instance
+// not ready when the process is stopping.
 func (o *owner) register(c *caddy.Controller, in *instance) {
 	c.OnFirstStartup(func() error { return o.firstStartup(in) })
 	c.OnStartup(func() error { return o.startup(in) })
@@ -69,18 +69,21 @@ func (in *instance) spec() hostSpec {
 		LocalIPs:   slices.Clone(cfg.LocalIPs),
 		DNSPorts:   slices.Clone(in.ports),
 		HealthPort: cfg.HealthPort,
+		Guard:      cfg.FailOpen,
+		Fallback:   fallbackIPs(cfg),
+		Upstream:   cfg.Upstream,
 	}
 	return hs
 }
 
 // startLoop starts the instance's reconcile loop unless one runs; called
-// with the owner's lock held. With takeover the loop first waits for the
-// listeners and draws the traffic.
-func (in *instance) startLoop(takeover bool) {
+// with the owner's lock held. With first (the process's first instance)
+// the loop first waits for the listeners and steers new queries to them.
+func (in *instance) startLoop(first bool) {
 	if in.loop != nil {
 		return
 	}
-	in.loop = startReconciler(in, takeover)
+	in.loop = startReconciler(in, first)
 }
 
 // haltLoop ends the loop without waiting for it (it may be waiting for the

@@ -15,6 +15,8 @@ import (
 	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/whoami"
 
+	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -145,7 +147,10 @@ const twoBlocks = `example.org:0 {
 }
 `
 
-const wantTwoBlocks = "link nodelocaldns up=true [169.254.20.10 198.18.0.10]; rules iptables/auto [169.254.20.10 198.18.0.10] [0] 8080"
+// wantTwoBlocks is the node twoBlocks sets up: guarded rules (failopen
+// is on by default), the link-local IP alone as the fallback address, and
+// no upstream to fall back to (no upstreamsvc).
+const wantTwoBlocks = "link nodelocaldns up=true [169.254.20.10 198.18.0.10]; rules iptables/auto [169.254.20.10 198.18.0.10] [0] 8080 guarded, fallback [169.254.20.10]->invalid IP"
 
 func TestStartReloadShutdown(t *testing.T) {
 	f := withFakeHost(t)
@@ -193,9 +198,7 @@ func TestStartReloadShutdown(t *testing.T) {
 
 	finalShutdown(t, inst3)
 	ops = f.takeOps()
-	// 2001:2::a has a kube-proxy path: its rules go first (drain), then the
-	// rest, rules before addresses; its address stays until then, so replies
-	// to the queries in flight can still leave from it.
+	// The drain first, then rules before addresses.
 	if want := []string{"set rules iptables/auto", "remove rules iptables/auto", "remove address 169.254.20.10", "remove address 2001:2::a", "remove link nodelocaldns"}; !slices.Equal(ops, want) {
 		t.Errorf("Final shutdown did %q, want %q (rules first, then addresses and link)", ops, want)
 	}
@@ -263,10 +266,10 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 	}
 }
 
-// TestRulesWaitForListeners: on a first start the rules (which draw the
-// traffic) go in only once the listeners are open; until then the cache is
-// not ready.
-func TestRulesWaitForListeners(t *testing.T) {
+// TestRulesBeforeListeners: on a first start the rules go in at once, before
+// the listeners open (guarded, they divert nothing until a socket takes
+// the packets); only the steering of new queries waits for the listeners.
+func TestRulesBeforeListeners(t *testing.T) {
 	fs := withFakeSystem(t)
 	f := fs.host
 	fs.set(func(s *fakeSystem) { s.closed = true })
@@ -275,14 +278,59 @@ func TestRulesWaitForListeners(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer finalShutdown(t, inst)
-	time.Sleep(100 * time.Millisecond)
-	if got := f.state(); strings.Contains(got, "rules") || nodeOf(inst).Ready() {
-		t.Errorf("Rules written before the listeners were seen: %s", got)
+	if got := f.state(); got != wantTwoBlocks || !nodeOf(inst).Ready() {
+		t.Errorf("Before the listeners open the node has\n%s\nwant\n%s, and ready (got %v)", got, wantTwoBlocks, nodeOf(inst).Ready())
 	}
+	time.Sleep(50 * time.Millisecond)
+	fs.get(func(s *fakeSystem) {
+		if len(s.steered) != 0 {
+			t.Errorf("Steered %v before the listeners were seen", s.steered)
+		}
+	})
 	fs.set(func(s *fakeSystem) { s.closed = false })
-	waitFor(t, "the rules", time.Second, func() bool { return f.state() == wantTwoBlocks })
-	if !nodeOf(inst).Ready() {
-		t.Error("Not ready once the rules are in")
+	waitFor(t, "the steering", time.Second, func() bool {
+		n := 0
+		fs.get(func(s *fakeSystem) { n = len(s.steered) })
+		return n == 1
+	})
+}
+
+// TestFailOpen: the guard follows `failopen`, the fallback takes the
+// link-local IPs (every local IP with `teardown handoff`), and the gauge
+// shows the state; a kernel without the socket match gets unguarded rules.
+func TestFailOpen(t *testing.T) {
+	t.Setenv("KUBE_DNS_UPSTREAM_SERVICE_HOST", "198.18.0.11")
+	withUpstream := strings.Replace(twoBlocks, "sync 1s", "sync 1s\n\t\tupstreamsvc kube-dns-upstream", 1)
+	const node = "link nodelocaldns up=true [169.254.20.10 198.18.0.10]; rules iptables/auto [169.254.20.10 198.18.0.10] [0] 8080"
+	tests := []struct {
+		name, settings string
+		noSocket       error
+		want, gauge    string
+	}{
+		{"default", "", nil, node + " guarded, fallback [169.254.20.10]->198.18.0.11", failOpenOn},
+		{"handoff", "teardown handoff", nil, node + " guarded, fallback [169.254.20.10 198.18.0.10]->198.18.0.11", failOpenOn},
+		{"off", "failopen off", nil, node, failOpenOff},
+		{"no socket match", "", fmt.Errorf("%w (test)", rules.ErrNoSocketMatch), node + " unguarded", failOpenUnsupported},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := withFakeSystem(t)
+			fs.host.noSocket = tc.noSocket
+			inst := start(t, strings.Replace(withUpstream, "sync 1s", "sync 1s\n\t\t"+tc.settings, 1))
+			defer finalShutdown(t, inst)
+			if got := fs.host.state(); got != tc.want {
+				t.Errorf("The node has\n%s\nwant\n%s", got, tc.want)
+			}
+			for _, st := range []string{failOpenOn, failOpenOff, failOpenUnsupported} {
+				want := 0.0
+				if st == tc.gauge {
+					want = 1
+				}
+				if got := testutil.ToFloat64(failOpenGauge.WithLabelValues(st)); got != want {
+					t.Errorf("coredns_nodelocal_failopen{state=%q} is %v, want %v", st, got, want)
+				}
+			}
+		})
 	}
 }
 
@@ -323,8 +371,10 @@ func TestTeardownOff(t *testing.T) {
 	f := withFakeHost(t)
 	inst := start(t, strings.Replace(twoBlocks, "sync 1s", "sync 1s\n\t\tteardown off", 1))
 	finalShutdown(t, inst)
-	if got := f.state(); got != wantTwoBlocks {
-		t.Errorf("teardown off: after shutdown the node has\n%s\nwant it left in place", got)
+	// Left as SIGTERM's drain left it: pods on their other paths until the
+	// next start puts the NOTRACK rules back.
+	if got := f.state(); got != wantTwoBlocks+" draining" {
+		t.Errorf("teardown off: after shutdown the node has\n%s\nwant it left in place, drained", got)
 	}
 }
 
@@ -387,26 +437,28 @@ func runFinalShutdown(t *testing.T, inst *caddy.Instance) {
 	inst.Stop()
 }
 
-// TestDrain: on SIGTERM the kube-dns IP's rules (kube-proxy also serves
-// that IP) go first, before health's lameduck, so new queries take
-// kube-proxy's path; its address stays for the replies to the queries in
-// flight, and the link-local IP keeps answering until the final shutdown.
+// TestDrain: SIGTERM turns the cache not ready and drains before health's
+// lameduck: the pod NOTRACK rules of the IPs with another path go, the
+// addresses stay for the replies in flight; the final shutdown then tears
+// down, rules first.
 func TestDrain(t *testing.T) {
 	f := withFakeHost(t)
 	inst := start(t, twoBlocks)
 	f.takeOps()
 	runShutdown(t, inst)
-	const draining = "link nodelocaldns up=true [169.254.20.10 198.18.0.10]; rules iptables/auto [169.254.20.10] [0] 8080"
-	if got := f.state(); got != draining {
-		t.Errorf("During the drain the node has\n%s\nwant\n%s", got, draining)
+	if got, want := f.state(), wantTwoBlocks+" draining"; got != want {
+		t.Errorf("During the lameduck the node has\n%s\nwant\n%s", got, want)
 	}
 	if ops := f.takeOps(); !slices.Equal(ops, []string{"set rules iptables/auto"}) {
-		t.Errorf("Drain did %q, want only the rules rewritten without the kube-dns IP", ops)
+		t.Errorf("SIGTERM did %q before the final shutdown, want the rules rewritten (drained)", ops)
 	}
 	if nodeOf(inst).Ready() {
-		t.Error("Ready while draining")
+		t.Error("Ready while stopping")
 	}
 	runFinalShutdown(t, inst)
+	if ops := f.takeOps(); len(ops) == 0 || ops[0] != "remove rules iptables/auto" {
+		t.Errorf("Final shutdown did %q, want the rules removed first", ops)
+	}
 	if got := f.state(); got != "" {
 		t.Errorf("Final shutdown left %s", got)
 	}
@@ -439,8 +491,9 @@ func TestPeerKeepsNode(t *testing.T) {
 	}
 }
 
-// TestHandoff: teardown handoff leaves a path to the upstream Service and
-// the link; the next start draws the traffic again and removes the path.
+// TestHandoff: teardown handoff leaves the node as SIGTERM's drain left it,
+// the standing fallback of every local IP to the upstream Service carrying
+// the pods; the next start puts the pod NOTRACK rules back.
 func TestHandoff(t *testing.T) {
 	f := withFakeHost(t)
 	t.Setenv("KUBE_DNS_UPSTREAM_SERVICE_HOST", "198.18.0.11")
@@ -454,17 +507,22 @@ func TestHandoff(t *testing.T) {
 }
 `
 	inst := start(t, corefile)
+	const want = "link nodelocaldns up=true [169.254.20.10]; rules iptables/auto [169.254.20.10] [0] 8080 guarded, fallback [169.254.20.10]->198.18.0.11"
 	f.takeOps()
-	finalShutdown(t, inst)
-	if ops := f.takeOps(); !slices.Equal(ops, []string{"set handoff", "remove rules iptables/auto"}) {
-		t.Errorf("Handoff did %q, want the path first, then the rules removed", ops)
+	runShutdown(t, inst)
+	runFinalShutdown(t, inst)
+	if ops := f.takeOps(); !slices.Equal(ops, []string{"set rules iptables/auto"}) {
+		t.Errorf("Handoff did %q, want only the drain", ops)
 	}
-	if got, want := f.state(), "link nodelocaldns up=true [169.254.20.10]; rules handoff [169.254.20.10]->198.18.0.11"; got != want {
-		t.Errorf("After handoff the node has\n%s\nwant\n%s", got, want)
+	if got := f.state(); got != want+" draining" {
+		t.Errorf("After handoff the node has\n%s\nwant\n%s", got, want+" draining")
 	}
 	inst2 := start(t, corefile)
-	if ops := f.takeOps(); !slices.Equal(ops, []string{"set rules iptables/auto", "remove handoff"}) {
-		t.Errorf("Next start did %q, want its rules, then the path removed", ops)
+	if ops := f.takeOps(); !slices.Equal(ops, []string{"set rules iptables/auto"}) {
+		t.Errorf("Next start did %q, want its rules back", ops)
+	}
+	if got := f.state(); got != want {
+		t.Errorf("After the next start the node has\n%s\nwant\n%s", got, want)
 	}
 	finalShutdown(t, inst2)
 }
@@ -491,6 +549,12 @@ func TestReloadDroppingTheDirective(t *testing.T) {
 func TestTakeoverThroughSeams(t *testing.T) {
 	fs := withFakeSystem(t)
 	inst := start(t, twoBlocks)
+	// Steering and buffers follow the listeners, after the start.
+	waitFor(t, "the steering", 2*time.Second, func() bool {
+		n := 0
+		fs.get(func(s *fakeSystem) { n = len(s.rcvBufs) })
+		return n > 0
+	})
 	fs.get(func(s *fakeSystem) {
 		if len(s.steered) != 1 || fmt.Sprint(s.steered[0]) != "[169.254.20.10 198.18.0.10]" {
 			t.Errorf("Steered %v, want the local IPs once", s.steered)

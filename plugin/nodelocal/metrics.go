@@ -45,6 +45,32 @@ var (
 	})
 )
 
+// States of the failopen gauge.
+const (
+	failOpenOn          = "on"          // rules socket-guarded, standing fallback in place
+	failOpenOff         = "off"         // `failopen off`, or no rules: node-cache's rules
+	failOpenUnsupported = "unsupported" // failopen on, but the kernel has no socket match
+)
+
+// failOpenGauge is 1 for the state the node's rules are in, 0 for the others.
+var failOpenGauge = promauto.NewGaugeVec(prometheus.GaugeOpts{
+	Namespace: plugin.Namespace,
+	Subsystem: "nodelocal",
+	Name:      "failopen",
+	Help:      "1 for the fail-open state of the node's rules: on (socket-guarded), off (by setting), unsupported (the kernel has no socket match).",
+}, []string{"state"})
+
+// setFailOpen makes state the one failopen state at 1.
+func setFailOpen(state string) {
+	for _, s := range []string{failOpenOn, failOpenOff, failOpenUnsupported} {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		failOpenGauge.WithLabelValues(s).Set(v)
+	}
+}
+
 func init() {
 	// Present at 0 from the start, so alerts on increase() see the first error.
 	for _, t := range []string{errIptables, errIptablesLock, errInterfaceAdd, errInterfaceCheck, errConfigmap} {

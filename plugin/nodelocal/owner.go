@@ -48,17 +48,19 @@ func (o *owner) firstStartup(in *instance) error {
 	return o.setupLink(in)
 }
 
-// startup runs before the DNS listeners open.
+// startup runs before the DNS listeners open. Everything goes on the node
+// at once, rules included: with `failopen on` a NOTRACK rule matches only
+// packets a socket of the cache takes, so rules ahead of the listeners
+// divert nothing yet, and the first query the listeners can take is
+// theirs. (Without the socket match, or with `failopen off`, the rules are
+// node-cache's and a query in the milliseconds before the listeners open
+// is refused, as with node-cache.)
 //
-// When no instance of this process has the node yet (a first start: the
-// link is up from firstStartup) it leaves the rules to the reconcile loop,
-// which writes them as soon as this process's listeners are open: a
-// NOTRACK rule ahead of the listener would turn a query into "connection
-// refused", while without it queries to the kube-dns IP still take
-// kube-proxy's path (and a handoff path left by a predecessor still works).
-//
-// On a reload the listeners are handed over open, so everything is ensured
-// at once; a failure leaves the node as the running instance has it.
+// On a reload the listeners are handed over open; a failure leaves the
+// node as the running instance has it. On the process's first start a
+// failure to write the rules is left to the reconcile loop to retry (the
+// instance is not ready until then): the link is up and the guard lets
+// traffic through to its other paths meanwhile.
 func (o *owner) startup(in *instance) error {
 	if err := in.localIPsErr(); err != nil {
 		return err
@@ -70,6 +72,7 @@ func (o *owner) startup(in *instance) error {
 		if err := o.ensureHost(in); err != nil {
 			return err
 		}
+		o.checkGuard(in)
 		o.publish(in)
 		unlock := o.lockNode()
 		defer unlock()
@@ -90,10 +93,43 @@ func (o *owner) startup(in *instance) error {
 	o.announce(in.cfg.StateDir)
 	o.publish(in)
 	o.active = in
-	o.applied = &hostSpec{link: in.spec().link, rules: rules.Spec{Mode: rules.ModeNone}}
-	in.startLoop(true)
 	o.hookExit()
+	o.checkGuard(in)
+	unlock := o.lockNode()
+	defer unlock()
+	hs := o.want(in)
+	if err := o.apply(in, hs); err != nil {
+		// Teardown removes what part of it went in.
+		o.applied = &hs
+		log.Errorf("Reconcile: %v", err)
+	} else {
+		in.setReady(true)
+		log.Infof("Node set up: %s", describe(hs))
+	}
+	in.startLoop(true)
 	return nil
+}
+
+// checkGuard asks the kernel once per instance whether it has the socket
+// match `failopen on` needs, and shows the answer in the failopen gauge;
+// the rules backend logs a missing match once and writes unguarded rules.
+func (o *owner) checkGuard(in *instance) {
+	rs := in.spec().rules
+	if !rs.Guard || rs.Mode == rules.ModeNone {
+		setFailOpen(failOpenOff)
+		return
+	}
+	switch err := in.host.SocketMatch(rs); {
+	case err == nil:
+		setFailOpen(failOpenOn)
+		if len(rs.Fallback) > 0 && !rs.Upstream.IsValid() {
+			log.Infof("Fail-open without upstreamsvc: while no cache runs, DNS to %v is refused, not sent to the cluster DNS", rs.Fallback)
+		}
+	case errors.Is(err, rules.ErrNoSocketMatch):
+		setFailOpen(failOpenUnsupported)
+	default:
+		log.Warningf("Cannot tell yet whether the kernel has the socket match for fail-open: %v", err)
+	}
 }
 
 // ensureHost builds the instance's host backend once.
@@ -247,33 +283,6 @@ func (o *owner) apply(in *instance, want hostSpec) error {
 	return nil
 }
 
-// drawTraffic is the end of the first start's takeover, once the listeners
-// are open: the rules go in and a handoff path a predecessor may have left
-// goes. It does nothing for an instance that no longer has the node.
-func (o *owner) drawTraffic(in *instance) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if in.torn || o.active != in {
-		return nil
-	}
-	unlock := o.lockNode()
-	defer unlock()
-	hs := o.want(in)
-	if err := o.apply(in, hs); err != nil {
-		in.setReady(false)
-		return err
-	}
-	if hs.rules.Mode == rules.ModeIptables {
-		if err := in.host.RemoveHandoff(hs.rules); err != nil {
-			in.setReady(false)
-			return fmt.Errorf("remove handoff path: %w", err)
-		}
-	}
-	in.setReady(true)
-	log.Infof("Node set up: %s", describe(hs))
-	return nil
-}
-
 // repair ensures the instance's node state again and returns what it had
 // to change; the instance is ready exactly when that succeeded. It does
 // nothing for an instance that no longer has the node.
@@ -298,6 +307,9 @@ func (o *owner) repair(in *instance) ([]string, error) {
 		return nil, err
 	}
 	changes, err := ensure(in.host, want)
+	if err == nil && !in.Ready() {
+		log.Infof("Node set up: %s", describe(want))
+	}
 	in.setReady(err == nil)
 	return changes, err
 }

@@ -9,14 +9,14 @@ import (
 )
 
 // listenWait bounds how long the first start waits for its own listeners
-// before it draws traffic with its rules anyway.
+// before it gives up steering new queries to them.
 const listenWait = 5 * time.Second
 
 // reconciler is an instance's one reconcile goroutine: started in
-// OnStartup, stopped in OnShutdown. It first draws the traffic when the
-// instance is the first of the process (takeover), then every sync period
-// repairs whatever was removed from under the plugin. Its own fields are
-// touched only by the goroutine.
+// OnStartup, stopped in OnShutdown. On the process's first instance it
+// first waits for the listeners and steers new queries to them (settle),
+// then every sync period it repairs whatever was removed from under the
+// plugin. Its own fields are touched only by the goroutine.
 type reconciler struct {
 	in   *instance
 	stop chan struct{}
@@ -27,9 +27,9 @@ type reconciler struct {
 	rcvBufErr string // the last failure to raise the receive buffers, logged once
 }
 
-func startReconciler(in *instance, takeover bool) *reconciler {
+func startReconciler(in *instance, first bool) *reconciler {
 	r := &reconciler{in: in, stop: make(chan struct{}), done: make(chan struct{})}
-	go r.run(takeover)
+	go r.run(first)
 	return r
 }
 
@@ -42,9 +42,9 @@ func (r *reconciler) wait() {
 	<-r.done
 }
 
-func (r *reconciler) run(takeover bool) {
+func (r *reconciler) run(first bool) {
 	defer close(r.done)
-	if takeover && !r.takeover() {
+	if first && !r.settle() {
 		return
 	}
 	t := time.NewTicker(r.in.cfg.Sync)
@@ -59,16 +59,17 @@ func (r *reconciler) run(takeover bool) {
 	}
 }
 
-// takeover draws the traffic once this process's listeners are open: it
-// steers new queries to its own sockets (steer.go), then has the owner
-// write the rules. It returns false when stopped first.
-func (r *reconciler) takeover() bool {
+// settle waits for this process's listeners, then steers new queries to
+// them (steer.go) and gives them their receive buffer; a start that left
+// the node not ready (its rules failed) is retried at once. It returns
+// false when stopped first.
+func (r *reconciler) settle() bool {
 	hs := r.in.spec()
 	deadline := time.Now().Add(listenWait)
 	sys := r.in.o.sys
 	for !sys.Listening(hs.rules.LocalIPs, hs.rules.DNSPorts) {
 		if time.Now().After(deadline) {
-			log.Warningf("Listeners on %v ports %v not seen after %s: writing the rules anyway", hs.rules.LocalIPs, hs.rules.DNSPorts, listenWait)
+			log.Warningf("Listeners on %v ports %v not seen after %s: new queries are not steered to them", hs.rules.LocalIPs, hs.rules.DNSPorts, listenWait)
 			break
 		}
 		select {
@@ -81,15 +82,16 @@ func (r *reconciler) takeover() bool {
 		// Part of the coordination between instances, off with it.
 		r.steer(hs.rules.LocalIPs, hs.rules.DNSPorts)
 	}
-	r.ensureRcvBuf()
-	if err := r.in.o.drawTraffic(r.in); err != nil {
-		r.fail(err)
+	if r.in.Ready() {
+		r.ensureRcvBuf()
+	} else {
+		r.reconcile()
 	}
 	return true
 }
 
 // steer steers new traffic to this process's own sockets on the local IPs
-// and ports (see steer.go); takeover calls it once they are open.
+// and ports (see steer.go); settle calls it once they are open.
 func (r *reconciler) steer(ips []netip.Addr, ports []int) {
 	n, err := r.in.o.sys.Steer(ips, ports)
 	if err != nil {

@@ -157,6 +157,8 @@ func parse(c *caddy.Controller) (cfg Config, explicit bool, err error) {
 			cfg.StateDir, err = parseStateDir(args)
 		case "rcvbuf":
 			cfg.RcvBuf, err = parseRcvBuf(args)
+		case "failopen":
+			cfg.FailOpen, err = parseOnOff(key, args)
 		default:
 			return cfg, false, c.Errf("unknown setting %q", key)
 		}
@@ -170,8 +172,8 @@ func parse(c *caddy.Controller) (cfg Config, explicit bool, err error) {
 	if err := checkZones(cfg); err != nil {
 		return cfg, false, c.Errf("%v", err)
 	}
-	if cfg.Teardown == TeardownHandoff && (cfg.Rules != rules.ModeIptables || cfg.UpstreamSvc == "") {
-		return cfg, false, c.Err("teardown handoff needs rules iptables and upstreamsvc: the path it leaves is a DNAT to that Service")
+	if cfg.Teardown == TeardownHandoff && (cfg.Rules == rules.ModeNone || cfg.UpstreamSvc == "" || !cfg.FailOpen) {
+		return cfg, false, c.Err("teardown handoff needs rules, upstreamsvc and failopen on: the path it leaves is the guarded fallback to that Service")
 	}
 	if cfg.UpstreamSvc != "" {
 		if cfg.Upstream, err = UpstreamIP(cfg.UpstreamSvc); err != nil {
@@ -321,6 +323,20 @@ func parseTeardown(args []string) (Teardown, error) {
 		return t, nil
 	}
 	return "", fmt.Errorf("teardown %q: want on, off or handoff", v)
+}
+
+func parseOnOff(key string, args []string) (bool, error) {
+	v, err := oneArg(key, args)
+	if err != nil {
+		return false, err
+	}
+	switch v {
+	case "on":
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("%s %q: want on or off", key, v)
 }
 
 func parseStateDir(args []string) (string, error) {

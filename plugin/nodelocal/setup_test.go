@@ -48,7 +48,7 @@ var parseTests = []struct {
 			localip 169.254.20.10,198.18.0.10
 		}`, false, "", func(c Config) string {
 		if len(c.LocalIPs) != 2 || c.Interface != "nodelocaldns" || c.Rules != rules.ModeIptables || c.Backend != rules.BackendAuto ||
-			c.HealthPort != 8080 || c.Sync != 10*time.Second || c.Teardown != TeardownOn || c.UpstreamSvc != "" || c.RcvBuf != 4<<20 {
+			c.HealthPort != 8080 || c.Sync != 10*time.Second || c.Teardown != TeardownOn || c.UpstreamSvc != "" || c.RcvBuf != 4<<20 || !c.FailOpen {
 			return "defaults"
 		}
 		return ""
@@ -101,6 +101,13 @@ var parseTests = []struct {
 		return ""
 	}},
 
+	{"nodelocal {\nlocalip 169.254.20.10\nfailopen off\n}", false, "", func(c Config) string {
+		if c.FailOpen {
+			return "failopen off"
+		}
+		return ""
+	}},
+
 	// Errors name the setting and quote the value.
 	{"nodelocal {\nlocalip 169.254.20.300\n}", true, `localip "169.254.20.300" is not an IP address`, nil},
 	{"nodelocal {\nlocalip 169.254.20.10 198.18.0.10 169.254.20.10\n}", true, `localip "169.254.20.10" is listed twice`, nil},
@@ -126,6 +133,9 @@ var parseTests = []struct {
 	{"nodelocal {\nlocalip 169.254.20.10\nsync 60\n}", true, `sync "60" has no unit: write a duration such as 60s`, nil},
 	{"nodelocal {\nlocalip 169.254.20.10\nsync soon\n}", true, `sync "soon" is not a duration`, nil},
 	{"nodelocal {\nlocalip 169.254.20.10\nteardown maybe\n}", true, `teardown "maybe": want on, off or handoff`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nfailopen maybe\n}", true, `failopen "maybe": want on or off`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nupstreamsvc kube-dns-upstream\nteardown handoff\nfailopen off\n}", true, `teardown handoff needs rules, upstreamsvc and failopen on`, nil},
+	{"nodelocal {\nlocalip 169.254.20.10\nteardown handoff\n}", true, `teardown handoff needs rules, upstreamsvc and failopen on`, nil},
 	{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 4G\n}", true, `rcvbuf "4G" is not a size such as 4M`, nil},
 	{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf -1M\n}", true, `rcvbuf "-1M" is not a size`, nil},
 	{"nodelocal {\nlocalip 169.254.20.10\nrcvbuf 32K\n}", true, `rcvbuf "32K" is out of range: want 64K to 1024M`, nil},
@@ -260,8 +270,8 @@ func checkConfig(cfg Config, explicit bool) string {
 		return "state directory not a clean absolute path"
 	case !slices.Contains([]Teardown{TeardownOn, TeardownOff, TeardownHandoff}, cfg.Teardown):
 		return "unknown teardown"
-	case cfg.Teardown == TeardownHandoff && (cfg.Rules != rules.ModeIptables || !cfg.Upstream.IsValid()):
-		return "handoff without iptables rules and an upstream"
+	case cfg.Teardown == TeardownHandoff && (cfg.Rules == rules.ModeNone || !cfg.Upstream.IsValid() || !cfg.FailOpen):
+		return "handoff without rules, an upstream and failopen"
 	case !slices.Contains([]rules.Mode{rules.ModeIptables, rules.ModeNftables, rules.ModeNone}, cfg.Rules):
 		return "unknown rules mode"
 	case cfg.Rules == rules.ModeIptables && !slices.Contains([]rules.Backend{rules.BackendAuto, rules.BackendLegacy, rules.BackendNft}, cfg.Backend):

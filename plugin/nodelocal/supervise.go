@@ -3,7 +3,6 @@ package nodelocal
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -170,11 +169,11 @@ func undo(h holding) error {
 		_, err := leaveBeside(host, hs, peers)
 		return err
 	}
-	if h.Teardown == TeardownHandoff && h.Rules.Mode == rules.ModeIptables && h.Upstream.IsValid() {
-		if err := host.EnsureHandoff(h.Rules, h.Upstream); err != nil {
-			return errors.Join(fmt.Errorf("handoff path: %w", err), remove(host, hs))
-		}
-		return host.RemoveRules(h.Rules)
+	if h.Teardown == TeardownHandoff {
+		// The standing fallback (failopen) carries DNS to the local IPs
+		// while no cache runs: leave it all, as the child's teardown would.
+		log.Infof("Teardown handoff: leaving %s in place", describe(hs))
+		return nil
 	}
 	return remove(host, hs)
 }

@@ -1,9 +1,7 @@
 package nodelocal
 
 import (
-	"errors"
 	"fmt"
-	"net/netip"
 
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 )
@@ -30,10 +28,10 @@ func (c stopCause) String() string {
 }
 
 // shutdown is OnShutdown. On a reload it only stops this instance's loop
-// (the new instance has taken the node over). On SIGTERM it is the first
-// step of the drain, before health's lameduck (see drain). (SIGINT runs
-// the process-exit hook first, which tears down at once; this then finds
-// nothing to do.)
+// (the new instance has taken the node over). On SIGTERM the instance
+// turns not ready and, unless another instance stays, drains (see drain)
+// for health's lameduck. (SIGINT runs the process-exit hook first, which
+// tears down at once; this then finds nothing to do.)
 func (o *owner) shutdown(in *instance) error {
 	o.stopLoop(in)
 	o.mu.Lock()
@@ -53,47 +51,26 @@ func (o *owner) shutdown(in *instance) error {
 		log.Infof("Stopping: %d other instance(s) on this node keep the interface and rules", peers)
 		return nil
 	}
-	if in.cfg.Teardown == TeardownOff || o.applied == nil {
+	if o.applied == nil || o.applied.rules.Mode == rules.ModeNone {
 		return nil
 	}
 	return o.drain(in)
 }
 
-// drain makes the cache stop drawing the traffic that has another path: the
-// rules of the local IPs kube-proxy also serves (the kube-dns ClusterIP) go,
-// so new queries reach CoreDNS through kube-proxy while this process
-// answers what it holds and still serves the link-local IP. The addresses
-// stay until the final shutdown: queries this process already holds (in
-// its socket queues, or waiting on the upstream) are answered from those
-// addresses, and a reply from an address the node no longer has is lost, a
-// 5 s stall for its client. Without the NOTRACK rules kube-proxy's DNAT
-// takes every new query to those IPs, address or not.
+// drain takes the pod NOTRACK rules of the local IPs with another path out
+// (kube-proxy's DNAT, or the standing fallback), so new queries take that
+// path while this process answers, through the lameduck, the queries it
+// holds. The guard alone would send them there only once the sockets
+// close, and what sits in them then is lost: a glibc client's 5 s. The
+// addresses and the fallback stay; the next start puts the rules back.
 func (o *owner) drain(in *instance) error {
-	var keep, fallback []netip.Addr
-	for _, ip := range in.cfg.LocalIPs {
-		if ip.IsLinkLocalUnicast() {
-			keep = append(keep, ip)
-		} else {
-			fallback = append(fallback, ip)
-		}
-	}
-	if len(fallback) == 0 || o.applied.rules.Mode == rules.ModeNone {
-		return nil
-	}
 	reduced := *o.applied
-	reduced.rules.LocalIPs = keep
-	if len(keep) == 0 {
-		log.Infof("Stopping: rules for %v go so pods fall back to kube-proxy; answering what is in flight", fallback)
-		if err := in.host.RemoveRules(reduced.rules); err != nil {
-			return fmt.Errorf("%s: drain: %w", pluginName, err)
-		}
-	} else {
-		log.Infof("Stopping: rules for %v go so pods fall back to kube-proxy; still answering on %v", fallback, keep)
-		if _, err := in.host.EnsureRules(reduced.rules); err != nil {
-			return fmt.Errorf("%s: drain: %w", pluginName, err)
-		}
+	reduced.rules.Drain = true
+	if _, err := in.host.EnsureRules(reduced.rules); err != nil {
+		return fmt.Errorf("%s: drain: %w", pluginName, err)
 	}
 	o.applied = &reduced
+	log.Infof("Stopping: new pod queries take their other paths; answering what is in flight")
 	return nil
 }
 
@@ -127,7 +104,8 @@ func (o *owner) processExit() {
 
 // teardownLocked gives the node up for in, once: it removes the node state
 // unless another instance on the node keeps it, or, when the process stops,
-// `teardown off` keeps it or `teardown handoff` leaves a path behind.
+// `teardown off` or `handoff` keeps it (with handoff the standing fallback
+// carries DNS to the local IPs while no cache runs).
 func (o *owner) teardownLocked(in *instance, cause stopCause) error {
 	in.torn = true
 	in.setReady(false)
@@ -152,7 +130,8 @@ func (o *owner) teardownLocked(in *instance, cause stopCause) error {
 		return o.leaveTo(in, *hs, peers)
 	}
 	if cause == causeStop && in.cfg.Teardown == TeardownHandoff {
-		return o.handoff(in, *hs)
+		log.Infof("Teardown handoff: leaving %s in place; DNS to %v goes to %s until the next start", describe(*hs), hs.rules.Fallback, in.cfg.Upstream)
+		return nil
 	}
 	if err := remove(in.host, *hs); err != nil {
 		return fmt.Errorf("%s: teardown: %w", pluginName, err)
@@ -176,24 +155,5 @@ func (o *owner) leaveTo(in *instance, hs hostSpec, peers []*hostSpec) error {
 		return nil
 	}
 	log.Infof("Left to the %d other instance(s) on this node: %s", len(peers), describe(*rest))
-	return nil
-}
-
-// handoff leaves a path from the local IPs to the cluster DNS for the time
-// no cache runs (IPVS mode, where pods know only the local IP): the DNAT
-// goes in first, then the NOTRACK rules go so it takes effect; the link and
-// addresses stay. The next start removes the path.
-func (o *owner) handoff(in *instance, hs hostSpec) error {
-	if err := in.host.EnsureHandoff(hs.rules, in.cfg.Upstream); err != nil {
-		err = fmt.Errorf("%s: handoff path: %w", pluginName, err)
-		if rerr := remove(in.host, hs); rerr != nil {
-			err = errors.Join(err, rerr)
-		}
-		return err
-	}
-	if err := in.host.RemoveRules(hs.rules); err != nil {
-		return fmt.Errorf("%s: teardown: %w", pluginName, err)
-	}
-	log.Infof("Handed off: DNS to %v goes to %s until the next start", hs.rules.LocalIPs, in.cfg.Upstream)
 	return nil
 }

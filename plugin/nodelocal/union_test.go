@@ -51,7 +51,7 @@ func TestPeersWithDifferentSettings(t *testing.T) {
 			onSameNode(fs)
 			surge := start(t, peerCorefile("169.254.20.10 198.18.0.11", 8081))
 
-			const both = "link nodelocaldns up=true [169.254.20.10 198.18.0.10 198.18.0.11]; rules iptables/auto [169.254.20.10 198.18.0.10 198.18.0.11] [0] 8080 [8081]"
+			const both = "link nodelocaldns up=true [169.254.20.10 198.18.0.10 198.18.0.11]; rules iptables/auto [169.254.20.10 198.18.0.10 198.18.0.11] [0] 8080 [8081] guarded, fallback [169.254.20.10]->invalid IP"
 			waitFor(t, "the node to carry both", 3*time.Second, func() bool { return fs.host.state() == both })
 			fs.host.takeOps()
 			before := repairsCounted()
@@ -71,10 +71,10 @@ func TestPeersWithDifferentSettings(t *testing.T) {
 			}
 
 			first, last := old, surge
-			left := "link nodelocaldns up=true [169.254.20.10 198.18.0.11]; rules iptables/auto [169.254.20.10 198.18.0.11] [0] 8081"
+			left := "link nodelocaldns up=true [169.254.20.10 198.18.0.11]; rules iptables/auto [169.254.20.10 198.18.0.11] [0] 8081 guarded, fallback [169.254.20.10]->invalid IP"
 			if firstOut == "new" {
 				first, last = surge, old
-				left = "link nodelocaldns up=true [169.254.20.10 198.18.0.10]; rules iptables/auto [169.254.20.10 198.18.0.10] [0] 8080"
+				left = "link nodelocaldns up=true [169.254.20.10 198.18.0.10]; rules iptables/auto [169.254.20.10 198.18.0.10] [0] 8080 guarded, fallback [169.254.20.10]->invalid IP"
 			}
 			finalShutdown(t, first)
 			if got := fs.host.state(); got != left {
@@ -204,7 +204,7 @@ func TestKilledPeerLeftoversGo(t *testing.T) {
 	in.o.mu.Unlock()
 
 	before := repairsCounted()
-	const left = "link nodelocaldns up=true [169.254.20.10 198.18.0.10]; rules iptables/auto [169.254.20.10 198.18.0.10] [0] 8080"
+	const left = "link nodelocaldns up=true [169.254.20.10 198.18.0.10]; rules iptables/auto [169.254.20.10 198.18.0.10] [0] 8080 guarded, fallback [169.254.20.10]->invalid IP"
 	waitFor(t, "the killed peer's leftovers to go", 3*time.Second, func() bool { return fs.host.state() == left })
 	if got := repairsCounted() - before; got != 0 {
 		t.Errorf("%v repairs counted for a peer that went, want 0", got)

@@ -206,6 +206,7 @@ func TestGuardDataPath(t *testing.T) {
 			}
 			expect(guardKubeDNS, "198.18.7.53", "No cache socket (kube-proxy's DNAT)")
 			expect(guardLocal, "198.18.7.11", "No cache socket (standing DNAT to the upstream)")
+
 			if n := flows(t, guardKubeDNS) + flows(t, guardLocal); n != 2 {
 				t.Errorf("No cache socket: %d conntrack entries for pod DNS, want 2 (tracked and DNATed)", n)
 			}
@@ -259,5 +260,36 @@ func TestGuardFallbackKubeProxy(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestGuardFallbackKubeProxyNft: with kube-proxy in nftables mode (its own
+// table, its DNAT at dstnat) the upstream ClusterIP is held by no one and
+// no iptables chain can be jumped to; the fallback rewrites the
+// destination to the ClusterIP before any DNAT, kube-proxy's DNAT lands it
+// on its endpoint, and the reply comes back from the address the pod asked.
+func TestGuardFallbackKubeProxyNft(t *testing.T) {
+	pod := guardNode(t)
+	kube := "add table ip kube-proxy; add chain ip kube-proxy nat-prerouting { type nat hook prerouting priority dstnat; }; " +
+		"add rule ip kube-proxy nat-prerouting ip daddr 198.18.0.12 udp dport 53 dnat to " + guardEndpoint + ":53"
+	if _, err := nstest.Run(t, "nft", kube); err != nil {
+		t.Fatal(err)
+	}
+	spec := Spec{Mode: ModeNftables, DNSPorts: []int{53}, Guard: true,
+		LocalIPs: []netip.Addr{netip.MustParseAddr(guardLocal)},
+		Fallback: []netip.Addr{netip.MustParseAddr(guardLocal)}, Upstream: netip.MustParseAddr("198.18.0.12")}
+	m := New()
+	ensure(t, m, spec)
+	serve(t, guardEndpoint, "198.18.7.53")
+	c := serve(t, guardLocal, "198.18.7.1")
+	if got, err := ask(t, pod, guardLocal); got != "198.18.7.1" {
+		t.Errorf("Cache up: answered by %q (%v), want the cache", got, err)
+	}
+	c.Close()
+	if got, err := ask(t, pod, guardLocal); got != "198.18.7.53" {
+		t.Errorf("No cache socket: answered by %q (%v), want kube-proxy's endpoint", got, err)
+	}
+	if err := m.Remove(spec); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -49,10 +49,25 @@ func nftBase(table, builtin string) NftChain {
 	return c
 }
 
+// natFallbackPriority is the priority of the standing fallback's nat chain:
+// after kube-proxy's DNAT (dstnat, -100, in iptables and nftables mode), so
+// that a binding kube-proxy made stands (the first DNAT of a connection
+// wins) and ours applies only where kube-proxy has none (IPVS mode).
+var natFallbackPriority = nftables.ChainPriorityRef(*nftables.ChainPriorityNATDest + 10)
+
 // RenderNft returns the chains of table inet nodelocaldns: the rules Render
 // gives for both families, each iptables chain as a base chain with the
 // hook of its built-in chain and the priority of its table (raw -300,
-// filter 0, nat -100).
+// filter 0, nat -100; the fallback's nat chain -90).
+//
+// The standing fallback also gets a mangle-prerouting chain (-150, after
+// conntrack has seen the packet's own destination, before any DNAT): a new
+// connection to a fallback address that no cache socket took has its
+// destination rewritten in place to the upstream ClusterIP. kube-proxy's
+// DNAT of that ClusterIP then takes it, in nftables mode too, where a DNAT
+// to the ClusterIP of ours would come first and leave the packet addressed
+// to a ClusterIP nobody answers. Conntrack keeps the original destination,
+// so the reply comes back from the address the pod asked.
 func RenderNft(spec Spec) []NftChain {
 	var chains []NftChain
 	for _, ipv6 := range []bool{false, true} {
@@ -67,6 +82,35 @@ func RenderNft(spec Spec) []NftChain {
 				chains[i].Rules = append(chains[i].Rules, c.Rules...)
 			}
 		}
+	}
+	var rewrite []Rule
+	for i, c := range chains {
+		if c.Type != nftables.ChainTypeNAT {
+			continue
+		}
+		// The rewrite below sends the packet on with the upstream ClusterIP
+		// as its destination: the DNAT matches that (once per protocol and
+		// port), a no-op binding for a pod that asks the ClusterIP itself.
+		chains[i].Priority = natFallbackPriority
+		var nat []Rule
+		for _, r := range c.Rules {
+			if r.Target != TargetDNAT {
+				nat = append(nat, r)
+				continue
+			}
+			rw := r
+			rw.Target = TargetSetDst
+			rewrite = append(rewrite, rw)
+			r.Dst = r.To.Addr()
+			if !slices.Contains(nat, r) {
+				nat = append(nat, r)
+			}
+		}
+		chains[i].Rules = nat
+	}
+	if len(rewrite) > 0 {
+		chains = append(chains, NftChain{Name: "mangle-prerouting", Type: nftables.ChainTypeFilter,
+			Hook: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Rules: rewrite})
 	}
 	return chains
 }
@@ -89,7 +133,10 @@ func (r Rule) Nft() string {
 		fmt.Fprintf(&b, " dport %d", r.DPort)
 	}
 	if r.Socket {
-		b.WriteString(" socket wildcard 0")
+		b.WriteString(" " + nftSocketMatch(r.Proto))
+	}
+	if r.Target == TargetSetDst {
+		b.WriteString(" ct state new")
 	}
 	b.WriteString(" counter ")
 	switch r.Target {
@@ -97,10 +144,26 @@ func (r Rule) Nft() string {
 		b.WriteString(strings.ToLower(string(r.Target)))
 	case TargetDNAT:
 		fmt.Fprintf(&b, "dnat %s to %s", nftFamily(r.To.Addr()), r.To)
+	case TargetSetDst:
+		fmt.Fprintf(&b, "%s daddr set %s", nftFamily(r.To.Addr()), r.To.Addr())
 	default:
 		b.WriteString("jump " + string(r.Target))
 	}
 	return b.String()
+}
+
+// nftSocketMatch is the guard of a protocol's rules. UDP: `socket wildcard
+// 0`, a socket bound to the address takes the packet. TCP: `socket
+// transparent 0`, any socket takes it: nft's wildcard key answers only for
+// full sockets and fails on a connection's request and TIME_WAIT sockets,
+// so the handshake's last ACK would be tracked and sent on kube-proxy's
+// DNAT (a reset). A listener on the wildcard address then also counts,
+// unlike with iptables' -m socket.
+func nftSocketMatch(proto string) string {
+	if proto == "tcp" {
+		return "socket transparent 0"
+	}
+	return "socket wildcard 0"
 }
 
 func nftFamily(a netip.Addr) string {
@@ -134,10 +197,23 @@ func (r Rule) exprs() ([]expr.Any, error) {
 		e = append(e, portExprs(r.DPort, 2)...)
 	}
 	if r.Socket {
-		// socket wildcard 0: a socket takes the packet and is bound to an address.
+		// A socket takes the packet (see nftSocketMatch).
+		key := expr.SocketKeyWildcard
+		if r.Proto == "tcp" {
+			key = expr.SocketKeyTransparent
+		}
 		e = append(e,
-			&expr.Socket{Key: expr.SocketKeyWildcard, Register: 1},
+			&expr.Socket{Key: key, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
+		)
+	}
+	if r.Target == TargetSetDst {
+		// ct state new: conntrack has the packet's own destination already.
+		e = append(e,
+			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: encbin.NativeEndian.AppendUint32(nil, expr.CtStateBitNEW), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
 		)
 	}
 	e = append(e, &expr.Counter{})
@@ -156,6 +232,16 @@ func (r Rule) exprs() ([]expr.Any, error) {
 			&expr.Immediate{Register: 2, Data: encbin.BigEndian.AppendUint16(nil, r.To.Port())},
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: fam, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
 		), nil
+	case TargetSetDst:
+		// The destination address in place, with the checksums that cover
+		// it: the IPv4 header's, and the transport's pseudo-header.
+		to := r.To.Addr()
+		w := &expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: 1, Base: expr.PayloadBaseNetworkHeader,
+			Offset: 16, Len: 4, CsumType: expr.CsumTypeInet, CsumOffset: 10, CsumFlags: unix.NFT_PAYLOAD_L4CSUM_PSEUDOHDR}
+		if to.Is6() {
+			w.Offset, w.Len, w.CsumType, w.CsumOffset = 24, 16, expr.CsumTypeNone, 0
+		}
+		return append(e, &expr.Immediate{Register: 1, Data: to.AsSlice()}, w), nil
 	}
 	return nil, fmt.Errorf("rule %q: nftables cannot jump to iptables chain %s", r.Nft(), r.Target)
 }

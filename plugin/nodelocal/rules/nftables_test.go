@@ -64,7 +64,7 @@ func TestEnsureNftables(t *testing.T) {
 
 	// The guard and the standing DNAT, as nft lists them, then off again.
 	g := guarded(spec)
-	if c := ensure(t, m, g); len(c) != 2 || c[0] != "chain raw-prerouting rewritten in table inet nodelocaldns (6 rules missing, 6 unexpected)" || c[1] != "chain nat-prerouting created in table inet nodelocaldns" {
+	if c := ensure(t, m, g); len(c) != 3 || c[0] != "chain raw-prerouting rewritten in table inet nodelocaldns (6 rules missing, 6 unexpected)" || c[1] != "chain nat-prerouting created in table inet nodelocaldns" || c[2] != "chain mangle-prerouting created in table inet nodelocaldns" {
 		t.Errorf("Guard on: %q", c)
 	}
 	out, err = nstest.Run(t, "nft", "list", "table", "inet", NftTable)
@@ -74,9 +74,13 @@ func TestEnsureNftables(t *testing.T) {
 	t.Logf("nft list table (guarded):\n%s", out)
 	for _, want := range []string{
 		"ip daddr 198.18.0.10 udp dport 53 socket wildcard 0 counter packets 0 bytes 0 notrack",
-		"ip6 daddr 2001:2::10 tcp dport 53 socket wildcard 0 counter packets 0 bytes 0 notrack",
-		"type nat hook prerouting priority dstnat; policy accept;",
-		"ip daddr 169.254.20.10 tcp dport 53 counter packets 0 bytes 0 dnat ip to 198.18.0.11:53",
+		"ip6 daddr 2001:2::10 tcp dport 53 socket transparent 0 counter packets 0 bytes 0 notrack",
+		// After kube-proxy's DNAT, so that one stands where it exists.
+		"type nat hook prerouting priority dstnat + 10; policy accept;",
+		"ip daddr 198.18.0.11 tcp dport 53 counter packets 0 bytes 0 dnat ip to 198.18.0.11:53",
+		// Ahead of every DNAT: kube-proxy's takes the rewritten packet.
+		"type filter hook prerouting priority mangle; policy accept;",
+		"ip daddr 169.254.20.10 udp dport 53 ct state new counter packets 0 bytes 0 ip daddr set 198.18.0.11",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("nft list lacks %q", want)
@@ -85,7 +89,7 @@ func TestEnsureNftables(t *testing.T) {
 	if c := ensure(t, m, g); len(c) != 0 {
 		t.Errorf("Second guarded Ensure changed %q", c)
 	}
-	if c := ensure(t, m, spec); len(c) != 2 || c[1] != "chain nat-prerouting removed from table inet nodelocaldns" {
+	if c := ensure(t, m, spec); len(c) != 3 || c[1] != "chain mangle-prerouting removed from table inet nodelocaldns" || c[2] != "chain nat-prerouting removed from table inet nodelocaldns" {
 		t.Errorf("Guard off: %q", c)
 	}
 

@@ -19,6 +19,9 @@ const (
 	TargetNotrack Target = "NOTRACK"
 	TargetAccept  Target = "ACCEPT"
 	TargetDNAT    Target = "DNAT"
+	// TargetSetDst rewrites the destination address of a packet conntrack
+	// sees as new to To's address, in place (nftables only).
+	TargetSetDst Target = "SETDST"
 )
 
 // Rule is one rule of the plugin: the model both backends render from.
@@ -142,10 +145,16 @@ func Render(spec Spec, ipv6 bool) []Table {
 	out := Chain{Name: chainRawOutput, Builtin: "OUTPUT"}
 	in := Chain{Name: chainFilterInput, Builtin: "INPUT"}
 	fout := Chain{Name: chainFilterOutput, Builtin: "OUTPUT"}
+	fb := fallbackRules(spec, ips, ports)
 	for _, l := range ips {
+		// Draining: the IPs with another path get no new pod queries.
+		inFallback := slices.Contains(familyIPs(spec.Fallback, l.Is6()), l)
+		drained := spec.Drain && (!inFallback || slices.ContainsFunc(fb, func(r Rule) bool { return r.Dst == l }))
 		for _, p := range ports {
 			for _, proto := range []string{"udp", "tcp"} {
-				pre.Rules = append(pre.Rules, Rule{Proto: proto, Dst: l, DPort: p, Socket: spec.Guard, Target: TargetNotrack})
+				if !drained {
+					pre.Rules = append(pre.Rules, Rule{Proto: proto, Dst: l, DPort: p, Socket: spec.Guard, Target: TargetNotrack})
+				}
 				// OUTPUT cannot be guarded (see the package doc): the
 				// cache's replies, and node-local queries.
 				out.Rules = append(out.Rules,
@@ -165,7 +174,7 @@ func Render(spec Spec, ipv6 bool) []Table {
 		{Name: "raw", Chains: []Chain{pre, out}},
 		{Name: "filter", Chains: []Chain{in, fout}},
 	}
-	if fb := fallbackRules(spec, ips, ports); len(fb) > 0 {
+	if len(fb) > 0 {
 		tables = append(tables, Table{Name: "nat", Chains: []Chain{{Name: chainFallback, Builtin: "PREROUTING", Rules: fb}}})
 	}
 	return tables

@@ -185,3 +185,36 @@ COMMIT
 		t.Errorf("diff: %d missing, %d unexpected, want 1 and 2", m, e)
 	}
 }
+
+// TestRenderDrain: a draining spec leaves out the pod NOTRACK rules of the
+// local IPs with another path (kube-proxy's for the kube-dns IP, the
+// standing fallback for the link-local IP), and only those.
+func TestRenderDrain(t *testing.T) {
+	local, kubeDNS := netip.MustParseAddr("169.254.20.10"), netip.MustParseAddr("198.18.0.10")
+	base := Spec{Mode: ModeIptables, LocalIPs: []netip.Addr{local, kubeDNS}, DNSPorts: []int{53}, Guard: true, Fallback: []netip.Addr{local}, Drain: true}
+	prerouting := func(s Spec) []string {
+		var dst []string
+		for _, tb := range Render(s, false) {
+			for _, c := range tb.Chains {
+				if c.Name == chainRawPrerouting {
+					for _, r := range c.Rules {
+						dst = append(dst, r.Dst.String())
+					}
+				}
+			}
+		}
+		return dst
+	}
+	if got := prerouting(base); len(got) != 2 || got[0] != "169.254.20.10" {
+		t.Errorf("Draining without an upstream: NOTRACK in PREROUTING for %v, want only the link-local IP's (it has no other path)", got)
+	}
+	withUp := base
+	withUp.Upstream = netip.MustParseAddr("198.18.0.11")
+	if got := prerouting(withUp); len(got) != 0 {
+		t.Errorf("Draining with the fallback: NOTRACK in PREROUTING for %v, want none", got)
+	}
+	withUp.Drain = false
+	if got := prerouting(withUp); len(got) != 4 {
+		t.Errorf("Not draining: %d NOTRACK rules in PREROUTING, want 4", len(got))
+	}
+}

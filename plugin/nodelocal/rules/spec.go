@@ -21,12 +21,22 @@
 //
 // Where the standing DNAT lands: a DNAT ends NAT for the packet (the first
 // binding in a hook wins), so kube-proxy's own DNAT of the ClusterIP no
-// longer happens. It reaches a CoreDNS pod when the node holds the
-// ClusterIP (IPVS mode), and in ModeIptables when kube-proxy runs in
-// iptables mode on the same backend: the rule then jumps to kube-proxy's
-// KUBE-SVC chain of the Service instead (which kube-proxy then cannot
-// delete while the rule stands). In ModeNftables, or with kube-proxy in
-// nftables mode, the packet leaves addressed to a ClusterIP nobody answers.
+// longer happens. In ModeIptables it reaches a CoreDNS pod when the node
+// holds the ClusterIP (IPVS mode), and when kube-proxy runs in iptables
+// mode on the same backend: the rule then jumps to kube-proxy's KUBE-SVC
+// chain of the Service instead (which kube-proxy then cannot delete while
+// the rule stands). With kube-proxy in nftables mode no iptables rule can
+// reach its DNAT: use ModeNftables there. ModeNftables first rewrites the
+// destination of a new connection to the ClusterIP in place (a mangle
+// chain, after conntrack has recorded the original destination, before
+// any DNAT), so kube-proxy's DNAT, in any mode, takes it like a query to
+// the ClusterIP; its own DNAT, after kube-proxy's, applies only where
+// kube-proxy made none (IPVS mode). Conntrack undoes the NAT on the reply,
+// which comes back from the address the pod asked.
+//
+// nft's `socket wildcard` answers only for full sockets, so ModeNftables
+// guards TCP with `socket transparent 0` (any socket: a connection's
+// request and TIME_WAIT sockets too; a wildcard listener counts as well).
 //
 // What stays uncovered: traffic the node itself sends (hostNetwork pods,
 // kubelet) goes through raw OUTPUT, where this guard cannot work. xt_socket
@@ -88,6 +98,11 @@ type Spec struct {
 	Fallback []netip.Addr
 	// Upstream is the ClusterIP of the kube-dns-upstream Service.
 	Upstream netip.Addr
+	// Drain leaves out the raw PREROUTING NOTRACK rules of the local IPs
+	// that have another path (kube-proxy's, or a standing fallback), so
+	// that a stopping cache gets no new pod queries while it answers those
+	// it holds; everything else stays.
+	Drain bool
 }
 
 // ErrLocked marks a failure to get the xtables lock.
