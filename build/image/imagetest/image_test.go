@@ -49,7 +49,7 @@ type imageCase struct {
 	backend string // iptables backend of the node's kube-proxy rules: nft or legacy
 	rules   string // what the cache's rules are made with: iptables or nftables
 	ipv6    bool   // the overlay serves an IPv6 local address too
-	handoff bool   // teardown handoff: a DNAT to the cluster DNS stays after stop
+	handoff bool   // teardown handoff: the node state and the fallback DNAT stay after stop
 }
 
 func (c imageCase) name() string {
@@ -61,7 +61,7 @@ func (c imageCase) name() string {
 }
 
 // imageCases: every overlay's pod spec; the iptables overlay on both
-// backends. ipvs last: its handoff DNAT stays behind by design.
+// backends. ipvs last: with teardown handoff its node state stays behind by design.
 var imageCases = []imageCase{
 	{overlay: "overlays/iptables", image: runtimeImage, backend: "nft", rules: "iptables"},
 	{overlay: "overlays/nftables", image: staticImage, backend: "nft", rules: "nftables"},
@@ -611,10 +611,11 @@ var emptyBuiltin = regexp.MustCompile(`^(` +
 	`|nft: (table ip6? (raw|filter|nat|mangle) \{|chain (PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) \{|type (filter|nat) hook \w+ priority \w+; policy accept;|\})` +
 	`)$`)
 
-// handoffLeft matches what `teardown handoff` leaves by design: the link
-// with its addresses and the nat path from the local IP to the upstream
-// Service (a jump to kube-proxy's chain for it, or a DNAT).
-var handoffLeft = regexp.MustCompile(`nodelocaldns|NODELOCALDNS-HANDOFF|daddr ` + regexp.QuoteMeta(lab.LocalIP) + ` .*(jump KUBE-SVC-|dnat to)|^nft: \}$`)
+// handoffLeft matches what `teardown handoff` leaves by design: everything
+// (the link, its addresses, the socket-guarded rules and the standing
+// fallback DNAT to the cluster DNS that carries pods' DNS to the local IP
+// while no cache runs; the next start adopts it).
+var handoffLeft = regexp.MustCompile(`nodelocaldns|NODELOCALDNS|` + regexp.QuoteMeta(lab.LocalIP) + `|^nft: \}$`)
 
 var (
 	counters    = regexp.MustCompile(`\[\d+:\d+\]`)
