@@ -752,6 +752,8 @@ var capCases = []capCase{
 	{imageCases[len(imageCases)-1], "NET_RAW", true},
 	{imageCases[1], "NET_ADMIN", true},
 	{imageCases[1], "NET_BIND_SERVICE", true},
+	// Cilium mode keeps only this one.
+	{imageCases[slices.IndexFunc(imageCases, func(c imageCase) bool { return c.rules == "none" })], "NET_BIND_SERVICE", true},
 }
 
 // TestImageCapabilities (IMAGE_TEST=caps, make test-image) starts the pod
@@ -799,8 +801,17 @@ func TestImageCapabilities(t *testing.T) {
 						t.Fatal(err)
 					}
 					name := "nodelocaldns-imagetest-" + l.ID + "-caps"
+					// Where the pod's DNS, probes and metrics are: the local IP
+					// and the node's address, or a pod-network pod's own.
+					podNS, podIP, server := l.Node, lab.BridgeIP, lab.LocalIP
+					if !objs.DaemonSet.Spec.Template.Spec.HostNetwork {
+						if podNS, err = l.AddPod(ctx, "cpod", cachePodNodeIP, cachePodIP); err != nil {
+							t.Fatal(err)
+						}
+						podIP, server = cachePodIP, cachePodIP
+					}
 					args, err := PodmanArgs(Pod{Name: name, Spec: &objs.DaemonSet.Spec.Template.Spec, Env: env, Volumes: vols,
-						Netns: "/run/netns/" + l.Node, ResolvConf: "/etc/netns/" + l.Node + "/resolv.conf"})
+						Netns: "/run/netns/" + podNS, PodIP: podIP, ResolvConf: "/etc/netns/" + l.Node + "/resolv.conf"})
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -809,9 +820,9 @@ func TestImageCapabilities(t *testing.T) {
 					}
 					// Stop as the kubelet would (teardown runs), then remove.
 					defer podman(context.Background(), root, "rm", "--force", "--time", "30", name)
-					err = waitProbe(ctx, root, l, name, ctr.ReadinessProbe, lab.BridgeIP, 20*time.Second)
+					err = waitProbe(ctx, root, l, name, ctr.ReadinessProbe, podIP, 20*time.Second)
 					if err == nil {
-						err = resolves(l.Pod2, lab.LocalIP, "web.default.svc.cluster.local.", "198.18.0.20", false)
+						err = resolves(l.Pod2, server, "web.default.svc.cluster.local.", "198.18.0.20", false)
 					}
 					out, _ := podman(ctx, root, "logs", "--tail", "8", name)
 					if err == nil && cc.c.rules == "iptables" && !strings.Contains(out, "iptables backend "+cc.c.backend) {
