@@ -149,3 +149,38 @@ func (l *Lab) up(ctx context.Context) error {
 	}
 	return l.waitUpstreams(ctx)
 }
+
+// AddPod makes one more pod namespace, named like the lab's others with
+// suffix name, on a veth to the node (nodeIP/24 on the node's end, podIP/24
+// on the pod's eth0) and routed like pod1 and pod2, and returns its name.
+// Close removes it. A pod-network cache runs in one (Cilium mode).
+func (l *Lab) AddPod(ctx context.Context, name, nodeIP, podIP string) (string, error) {
+	ns := Prefix + l.ID + "-" + name
+	if _, err := run(ctx, "ip", "netns", "add", ns); err != nil {
+		return "", err
+	}
+	l.mu.Lock()
+	l.made = append(l.made, ns)
+	l.mu.Unlock()
+	dev := "v" + name
+	for _, s := range [][]string{
+		{"ip", "link", "add", dev, "type", "veth", "peer", "name", "eth0", "netns", ns},
+		{"ip", "addr", "add", nodeIP + "/24", "dev", dev},
+		{"ip", "link", "set", dev, "up"},
+	} {
+		if _, err := nsRun(ctx, l.Node, s[0], s[1:]...); err != nil {
+			return "", fmt.Errorf("add pod %s: %w", ns, err)
+		}
+	}
+	for _, s := range [][]string{
+		{"ip", "link", "set", "lo", "up"},
+		{"ip", "addr", "add", podIP + "/24", "dev", "eth0"},
+		{"ip", "link", "set", "eth0", "up"},
+		{"ip", "route", "add", "198.18.0.0/15", "via", nodeIP},
+	} {
+		if _, err := nsRun(ctx, ns, s[0], s[1:]...); err != nil {
+			return "", fmt.Errorf("add pod %s: %w", ns, err)
+		}
+	}
+	return ns, nil
+}

@@ -309,7 +309,10 @@ func (o *Objects) Container() (*corev1.Container, error) {
 
 // PodEnv is the environment the cache process sees: every ConfigMap named in
 // envFrom, the container's env, and the kubelet's service variables given
-// in kubelet (KUBE_DNS_UPSTREAM_SERVICE_HOST, say).
+// in kubelet (KUBE_DNS_UPSTREAM_SERVICE_HOST, say). Env entries with a
+// valueFrom (the downward API's POD_IP in Cilium mode) are left out: their
+// value is the running pod's, so the caller supplies it, in kubelet or as
+// imagetest.PodmanArgs does from the pod's IP.
 func (o *Objects) PodEnv(kubelet map[string]string) (map[string]string, error) {
 	env := map[string]string{}
 	for k, v := range kubelet {

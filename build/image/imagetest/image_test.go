@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nodelocaldns/nodelocaldns/internal/manifests"
 	"github.com/nodelocaldns/nodelocaldns/internal/lab"
+	"github.com/nodelocaldns/nodelocaldns/internal/manifests"
 
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
@@ -42,12 +42,19 @@ var labParams = map[string]string{
 // from which the kubelet's service links come.
 var labServices = map[string]string{"kube-dns-upstream": lab.KubeDNSUpIP}
 
+// The pod-network cache's namespace (Cilium mode): a lab pod of its own on a
+// veth to the node, as a CNI would wire it.
+const (
+	cachePodNodeIP = "198.18.8.1"
+	cachePodIP     = "198.18.8.2"
+)
+
 // imageCase is one pod spec run in the lab.
 type imageCase struct {
 	overlay string // under deploy/
 	image   string
 	backend string // iptables backend of the node's kube-proxy rules: nft or legacy
-	rules   string // what the cache's rules are made with: iptables or nftables
+	rules   string // what the cache's rules are made with: iptables, nftables or none
 	ipv6    bool   // the overlay serves an IPv6 local address too
 	handoff bool   // teardown handoff: the node state and the fallback DNAT stay after stop
 }
@@ -61,7 +68,9 @@ func (c imageCase) name() string {
 }
 
 // imageCases: every overlay's pod spec; the iptables overlay on both
-// backends. ipvs last: with teardown handoff its node state stays behind by design.
+// backends; cilium's pod-network pod with the static image (no iptables
+// binary needed with `rules none`). ipvs last: with teardown handoff its node
+// state stays behind by design.
 var imageCases = []imageCase{
 	{overlay: "overlays/iptables", image: runtimeImage, backend: "nft", rules: "iptables"},
 	{overlay: "overlays/nftables", image: staticImage, backend: "nft", rules: "nftables"},
@@ -70,6 +79,7 @@ var imageCases = []imageCase{
 	{overlay: "overlays/monitoring", image: runtimeImage, backend: "nft", rules: "iptables"},
 	{overlay: "overlays/nftables", image: runtimeImage, backend: "nft", rules: "nftables"},
 	{overlay: "overlays/dual-stack", image: runtimeImage, backend: "nft", rules: "iptables", ipv6: true},
+	{overlay: "overlays/cilium", image: staticImage, backend: "nft", rules: "none"},
 	{overlay: "overlays/ipvs", image: runtimeImage, backend: "nft", rules: "iptables", handoff: true},
 	{overlay: "overlays/iptables", image: runtimeImage, backend: "legacy", rules: "iptables"},
 }
@@ -369,18 +379,30 @@ func runCase(ctx context.Context, t *testing.T, root string, l *lab.Lab, c image
 		t.Fatal(err)
 	}
 	name := "nodelocaldns-imagetest-" + l.ID + "-" + c.name()
+	// A host-network pod is the node: its namespace and, for the probes and
+	// metrics, the node's address. A pod-network pod gets a namespace and IP
+	// of its own, and the downward API's status.podIP is that IP.
+	hostNetwork := objs.DaemonSet.Spec.Template.Spec.HostNetwork
+	podNS, podIP := l.Node, lab.BridgeIP
+	if !hostNetwork {
+		if podNS, err = l.AddPod(ctx, "cpod", cachePodNodeIP, cachePodIP); err != nil {
+			t.Fatal(err)
+		}
+		podIP = cachePodIP
+	}
 	args, err := PodmanArgs(Pod{
 		Name:       name,
 		Spec:       &objs.DaemonSet.Spec.Template.Spec,
 		Env:        env,
 		Volumes:    vols,
-		Netns:      "/run/netns/" + l.Node,
+		Netns:      "/run/netns/" + podNS,
+		PodIP:      podIP,
 		ResolvConf: "/etc/netns/" + l.Node + "/resolv.conf",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, err := nodeState(ctx, l)
+	before, err := nodeState(ctx, l.Node, podNS)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -400,7 +422,7 @@ func runCase(ctx context.Context, t *testing.T, root string, l *lab.Lab, c image
 		probe = ctr.LivenessProbe
 	}
 	started := time.Now()
-	if err := waitProbe(ctx, root, l, name, probe, time.Minute); err != nil {
+	if err := waitProbe(ctx, root, l, name, probe, podIP, time.Minute); err != nil {
 		t.Fatalf("Not ready: %v\n%s", err, logs())
 	}
 	t.Logf("ready %v after podman run", time.Since(started).Round(time.Millisecond))
@@ -408,13 +430,13 @@ func runCase(ctx context.Context, t *testing.T, root string, l *lab.Lab, c image
 		if p == nil {
 			continue
 		}
-		if _, err := lab.HTTPGet(l.Node, probeAddr(p), p.HTTPGet.Path); err != nil {
+		if _, err := lab.HTTPGet(l.Node, probeAddr(p, podIP), p.HTTPGet.Path); err != nil {
 			t.Errorf("The %s probe fails: %v", what, err)
 		}
 	}
 
 	// Metrics: the port Prometheus is told to scrape and every port of the
-	// metrics Service, on the node's address (the pod's, with hostNetwork).
+	// metrics Service, on the pod's address (the node's, with hostNetwork).
 	ports := []string{objs.DaemonSet.Spec.Template.Annotations["prometheus.io/port"]}
 	if svc, ok := objs.Services["node-local-dns"]; ok {
 		for _, p := range svc.Spec.Ports {
@@ -423,22 +445,29 @@ func runCase(ctx context.Context, t *testing.T, root string, l *lab.Lab, c image
 	}
 	slices.Sort(ports)
 	for _, port := range slices.Compact(ports) {
-		body, err := lab.HTTPGet(l.Node, net.JoinHostPort(lab.BridgeIP, port), "/metrics")
+		body, err := lab.HTTPGet(l.Node, net.JoinHostPort(podIP, port), "/metrics")
 		if err != nil {
 			t.Errorf("Metrics on port %s: %v", port, err)
 		} else if !strings.Contains(body, "coredns_") {
 			t.Errorf("Metrics on port %s hold no coredns_ metric", port)
 		}
 	}
-	metricsAddr := net.JoinHostPort(lab.BridgeIP, objs.DaemonSet.Spec.Template.Annotations["prometheus.io/port"])
+	metricsAddr := net.JoinHostPort(podIP, objs.DaemonSet.Spec.Template.Annotations["prometheus.io/port"])
 
 	// Pods resolve through the cache: a cluster name (forwarded to the
 	// kube-dns-upstream Service) and an outside name (forwarded to the
 	// node's resolv.conf, mounted for dnsPolicy Default), over UDP and TCP.
 	type ask struct{ ns, server string }
-	asks := []ask{{l.Pod2, lab.LocalIP}}
-	if !c.handoff {
-		asks = append(asks, ask{l.Pod1, lab.KubeDNSIP}) // the cache holds the kube-dns IP
+	var asks []ask
+	switch {
+	case !hostNetwork:
+		// What Cilium's Local Redirect Policy sends to the cache: other pods'
+		// queries, to the cache pod's IP (the redirect itself needs Cilium).
+		asks = []ask{{l.Pod1, podIP}, {l.Pod2, podIP}}
+	case c.handoff:
+		asks = []ask{{l.Pod2, lab.LocalIP}}
+	default:
+		asks = []ask{{l.Pod2, lab.LocalIP}, {l.Pod1, lab.KubeDNSIP}} // the cache holds the kube-dns IP
 	}
 	if c.ipv6 {
 		asks = append(asks, ask{l.Node, "[" + labParams["LOCAL_DNS_IP6"] + "]"}, ask{l.Node, "[" + labParams["KUBE_DNS_IP6"] + "]"})
@@ -518,6 +547,20 @@ func runCase(ctx context.Context, t *testing.T, root string, l *lab.Lab, c image
 				t.Errorf("NODELOCALDNS chains in %s-save in nftables mode", k)
 			}
 		}
+	case "none":
+		// Nothing at all, in the node's namespace or the pod's: not even an
+		// empty table, while it runs.
+		running, err := nodeState(ctx, l.Node, podNS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gone, added := diffLines(before, running)
+		for _, g := range gone {
+			t.Errorf("Gone while the cache runs with rules none: %s", g)
+		}
+		for _, a := range added {
+			t.Errorf("Made by the cache with rules none: %s", a)
+		}
 	}
 
 	// podman stop: SIGTERM, the grace period, as the kubelet stops a pod.
@@ -529,7 +572,7 @@ func runCase(ctx context.Context, t *testing.T, root string, l *lab.Lab, c image
 	if code, err := podman(ctx, root, "inspect", "--format", "{{.State.ExitCode}}", name); err != nil || strings.TrimSpace(code) != "0" {
 		t.Errorf("Exit code %q (%v) after SIGTERM, want 0:\n%s", strings.TrimSpace(code), err, logs())
 	}
-	after, err := nodeState(ctx, l)
+	after, err := nodeState(ctx, l.Node, podNS)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -541,7 +584,7 @@ func runCase(ctx context.Context, t *testing.T, root string, l *lab.Lab, c image
 	for _, s := range left {
 		switch {
 		case c.handoff && handoffLeft.MatchString(s):
-		case emptyBuiltin.MatchString(s):
+		case c.rules != "none" && emptyBuiltin.MatchString(s):
 			empty = append(empty, s)
 		default:
 			t.Errorf("Left on the node after stop: %s", s)
@@ -558,21 +601,26 @@ func runCase(ctx context.Context, t *testing.T, root string, l *lab.Lab, c image
 	}
 }
 
-// probeAddr is host:port of an HTTP probe.
-func probeAddr(p *corev1.Probe) string {
-	return net.JoinHostPort(p.HTTPGet.Host, p.HTTPGet.Port.String())
+// probeAddr is host:port of an HTTP probe; with no host, the kubelet probes
+// the pod's IP.
+func probeAddr(p *corev1.Probe, podIP string) string {
+	host := p.HTTPGet.Host
+	if host == "" {
+		host = podIP
+	}
+	return net.JoinHostPort(host, p.HTTPGet.Port.String())
 }
 
 // waitProbe polls an HTTP probe from the node until it answers 200, the
 // container exits, or limit passes.
-func waitProbe(ctx context.Context, root string, l *lab.Lab, name string, p *corev1.Probe, limit time.Duration) error {
+func waitProbe(ctx context.Context, root string, l *lab.Lab, name string, p *corev1.Probe, podIP string, limit time.Duration) error {
 	if p == nil || p.HTTPGet == nil {
 		return fmt.Errorf("no HTTP probe to wait on")
 	}
 	deadline := time.Now().Add(limit)
 	var err error
 	for time.Now().Before(deadline) {
-		if _, err = lab.HTTPGet(l.Node, probeAddr(p), p.HTTPGet.Path); err == nil {
+		if _, err = lab.HTTPGet(l.Node, probeAddr(p, podIP), p.HTTPGet.Path); err == nil {
 			return nil
 		}
 		if st, _ := podman(ctx, root, "inspect", "--format", "{{.State.Status}}", name); strings.TrimSpace(st) == "exited" {
@@ -580,7 +628,7 @@ func waitProbe(ctx context.Context, root string, l *lab.Lab, name string, p *cor
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	return fmt.Errorf("GET %s%s: %w", probeAddr(p), p.HTTPGet.Path, err)
+	return fmt.Errorf("GET %s%s: %w", probeAddr(p, podIP), p.HTTPGet.Path, err)
 }
 
 // resolves asks server for name's A record from namespace ns and wants addr.
@@ -622,16 +670,27 @@ var (
 	nftCounters = regexp.MustCompile(`counter packets \d+ bytes \d+`)
 )
 
-// nodeState is the node's links, addresses, iptables rules of both backends
-// and families, and nft ruleset, one line per item, counters zeroed.
-func nodeState(ctx context.Context, l *lab.Lab) ([]string, error) {
+// nodeState is the links, addresses, iptables rules of both backends and
+// families, and nft ruleset of the node's namespace and the pod's (when it
+// has its own), one line per item, counters zeroed.
+func nodeState(ctx context.Context, node, pod string) ([]string, error) {
+	lines, err := nsState(ctx, node, "")
+	if err != nil || pod == node {
+		return lines, err
+	}
+	podLines, err := nsState(ctx, pod, "pod ")
+	return append(lines, podLines...), err
+}
+
+// nsState is nodeState for one namespace, each line prefixed with prefix.
+func nsState(ctx context.Context, ns, prefix string) ([]string, error) {
 	var lines []string
 	for _, cmd := range [][]string{
 		{"ip", "-o", "link", "show"}, {"ip", "-o", "addr", "show"},
 		{"iptables-nft-save"}, {"iptables-legacy-save"}, {"ip6tables-nft-save"}, {"ip6tables-legacy-save"},
 		{"nft", "list", "ruleset"},
 	} {
-		out, err := l.NodeRun(ctx, cmd[0], cmd[1:]...)
+		out, err := lab.PodRun(ctx, ns, cmd[0], cmd[1:]...)
 		if err != nil {
 			return nil, err
 		}
@@ -644,7 +703,7 @@ func nodeState(ctx context.Context, l *lab.Lab) ([]string, error) {
 			line = nftCounters.ReplaceAllString(line, "counter")
 			// IPv6 duplicate address detection ends on its own schedule.
 			line = strings.Replace(line, " tentative ", " ", 1)
-			lines = append(lines, cmd[0]+": "+line)
+			lines = append(lines, prefix+cmd[0]+": "+line)
 		}
 	}
 	return lines, nil
@@ -694,6 +753,8 @@ var capCases = []capCase{
 	{imageCases[len(imageCases)-1], "NET_RAW", true},
 	{imageCases[1], "NET_ADMIN", true},
 	{imageCases[1], "NET_BIND_SERVICE", true},
+	// Cilium mode keeps only this one.
+	{imageCases[slices.IndexFunc(imageCases, func(c imageCase) bool { return c.rules == "none" })], "NET_BIND_SERVICE", true},
 }
 
 // TestImageCapabilities (IMAGE_TEST=caps, make test-image) starts the pod
@@ -741,8 +802,17 @@ func TestImageCapabilities(t *testing.T) {
 						t.Fatal(err)
 					}
 					name := "nodelocaldns-imagetest-" + l.ID + "-caps"
+					// Where the pod's DNS, probes and metrics are: the local IP
+					// and the node's address, or a pod-network pod's own.
+					podNS, podIP, server := l.Node, lab.BridgeIP, lab.LocalIP
+					if !objs.DaemonSet.Spec.Template.Spec.HostNetwork {
+						if podNS, err = l.AddPod(ctx, "cpod", cachePodNodeIP, cachePodIP); err != nil {
+							t.Fatal(err)
+						}
+						podIP, server = cachePodIP, cachePodIP
+					}
 					args, err := PodmanArgs(Pod{Name: name, Spec: &objs.DaemonSet.Spec.Template.Spec, Env: env, Volumes: vols,
-						Netns: "/run/netns/" + l.Node, ResolvConf: "/etc/netns/" + l.Node + "/resolv.conf"})
+						Netns: "/run/netns/" + podNS, PodIP: podIP, ResolvConf: "/etc/netns/" + l.Node + "/resolv.conf"})
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -751,9 +821,9 @@ func TestImageCapabilities(t *testing.T) {
 					}
 					// Stop as the kubelet would (teardown runs), then remove.
 					defer podman(context.Background(), root, "rm", "--force", "--time", "30", name)
-					err = waitProbe(ctx, root, l, name, ctr.ReadinessProbe, 20*time.Second)
+					err = waitProbe(ctx, root, l, name, ctr.ReadinessProbe, podIP, 20*time.Second)
 					if err == nil {
-						err = resolves(l.Pod2, lab.LocalIP, "web.default.svc.cluster.local.", "198.18.0.20", false)
+						err = resolves(l.Pod2, server, "web.default.svc.cluster.local.", "198.18.0.20", false)
 					}
 					out, _ := podman(ctx, root, "logs", "--tail", "8", name)
 					if err == nil && cc.c.rules == "iptables" && !strings.Contains(out, "iptables backend "+cc.c.backend) {

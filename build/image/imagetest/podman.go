@@ -17,14 +17,19 @@ import (
 
 // Pod is what the kubelet has at hand when it starts the cache's container:
 // the pod spec, the environment it computed (envFrom, env, service links),
-// where each volume's content is on the node, and the node's network
-// namespace (the pod uses the host network).
+// where each volume's content is on the node, and the pod's network
+// namespace with its IP.
 type Pod struct {
 	Name    string
 	Spec    *corev1.PodSpec
 	Env     map[string]string
 	Volumes map[string]string // volume name → path on the node (a ConfigMap's files, a hostPath)
-	Netns   string            // path of the node's network namespace
+	// Netns is the path of the network namespace the container joins: the
+	// node's for a hostNetwork pod, else the pod's own (its sandbox).
+	Netns string
+	// PodIP is status.podIP, which the downward API gives the container's
+	// env (fieldRef): the pod's address, or the node's with hostNetwork.
+	PodIP string
 	// ResolvConf is the node's resolv.conf, mounted at /etc/resolv.conf for
 	// dnsPolicy Default, as the kubelet does.
 	ResolvConf string
@@ -34,7 +39,8 @@ type Pod struct {
 // the pod's one container as the kubelet would: image, command and args, the
 // environment, the volume mounts, the capabilities (drop, then add), a
 // read-only root, no privilege escalation, the user, the memory limit and
-// CPU shares, the termination grace period, in the node's network namespace.
+// CPU shares, the termination grace period, in the pod's network namespace
+// (the node's with hostNetwork), the downward API's status.podIP in the env.
 // Fields the kubelet would honour and this cannot express are an error.
 func PodmanArgs(p Pod) ([]string, error) {
 	s := p.Spec
@@ -43,9 +49,6 @@ func PodmanArgs(p Pod) ([]string, error) {
 	}
 	if len(s.InitContainers) > 0 {
 		return nil, fmt.Errorf("pod %s: init containers are not supported", p.Name)
-	}
-	if !s.HostNetwork {
-		return nil, fmt.Errorf("pod %s: hostNetwork is false; only host-network pods run in the node's namespace", p.Name)
 	}
 	if p.Netns == "" {
 		return nil, fmt.Errorf("pod %s: no network namespace", p.Name)
@@ -120,13 +123,17 @@ func PodmanArgs(p Pod) ([]string, error) {
 		args = append(args, "--stop-timeout", strconv.FormatInt(*g, 10))
 	}
 
-	keys := make([]string, 0, len(p.Env))
-	for k := range p.Env {
+	env, err := downwardEnv(p, &c)
+	if err != nil {
+		return nil, fmt.Errorf("pod %s: %w", p.Name, err)
+	}
+	keys := make([]string, 0, len(env))
+	for k := range env {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		args = append(args, "--env", k+"="+p.Env[k])
+		args = append(args, "--env", k+"="+env[k])
 	}
 
 	volumes := map[string]corev1.Volume{}
@@ -163,6 +170,37 @@ func PodmanArgs(p Pod) ([]string, error) {
 		return args, nil
 	}
 	return append(args, c.Args...), nil
+}
+
+// downwardEnv is p.Env with the container's env entries that take their
+// value from the pod's own fields (valueFrom fieldRef) filled in, as the
+// kubelet fills them; like every container env entry they win over envFrom.
+// Other sources (configMapKeyRef, secretKeyRef, resourceFieldRef) and fields
+// this does not know are an error, never an empty value.
+func downwardEnv(p Pod, c *corev1.Container) (map[string]string, error) {
+	env := make(map[string]string, len(p.Env))
+	for k, v := range p.Env {
+		env[k] = v
+	}
+	for _, e := range c.Env {
+		if e.ValueFrom == nil {
+			continue
+		}
+		f := e.ValueFrom.FieldRef
+		if f == nil {
+			return nil, fmt.Errorf("env %s: only valueFrom fieldRef is supported", e.Name)
+		}
+		switch f.FieldPath {
+		case "status.podIP", "status.podIPs":
+			if p.PodIP == "" {
+				return nil, fmt.Errorf("env %s: fieldRef %s needs the pod's IP", e.Name, f.FieldPath)
+			}
+			env[e.Name] = p.PodIP
+		default:
+			return nil, fmt.Errorf("env %s: fieldRef %q is not supported", e.Name, f.FieldPath)
+		}
+	}
+	return env, nil
 }
 
 func mount(src, dst string, ro bool) string {

@@ -91,9 +91,47 @@ func TestPodmanArgs(t *testing.T) {
 				"--volume", "/tmp/host/run/xtables.lock:/run/xtables.lock", "img:1"},
 		},
 		{
-			name:    "pod network",
-			pod:     Pod{Spec: base(func(s *corev1.PodSpec) { s.HostNetwork = false })},
-			failing: "hostNetwork is false",
+			name: "pod network: the pod's namespace, POD_IP from the downward API over envFrom's",
+			pod: Pod{
+				Spec: base(func(s *corev1.PodSpec) {
+					s.HostNetwork = false
+					s.Containers[0].Env = []corev1.EnvVar{
+						{Name: "PLAIN", Value: "in Env already"},
+						{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+					}
+				}),
+				Env:   map[string]string{"PLAIN": "p", "POD_IP": "from envFrom"},
+				Netns: "/run/netns/cachepod",
+				PodIP: "198.18.8.2",
+			},
+			want: []string{"--security-opt", "seccomp=unconfined", "--env", "PLAIN=p", "--env", "POD_IP=198.18.8.2", "img:1"},
+		},
+		{
+			name: "status.podIP without the pod's IP",
+			pod: Pod{Spec: base(func(s *corev1.PodSpec) {
+				s.HostNetwork = false
+				s.Containers[0].Env = []corev1.EnvVar{{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}}}
+			})},
+			failing: "env POD_IP: fieldRef status.podIP needs the pod's IP",
+		},
+		{
+			name: "a field the downward API has and this does not",
+			pod: Pod{Spec: base(func(s *corev1.PodSpec) {
+				s.Containers[0].Env = []corev1.EnvVar{{Name: "NODE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}}
+			}), PodIP: "198.18.8.2"},
+			failing: `env NODE: fieldRef "spec.nodeName" is not supported`,
+		},
+		{
+			name: "valueFrom a Secret",
+			pod: Pod{Spec: base(func(s *corev1.PodSpec) {
+				s.Containers[0].Env = []corev1.EnvVar{{Name: "K", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{Key: "k"}}}}
+			})},
+			failing: "env K: only valueFrom fieldRef is supported",
+		},
+		{
+			name:    "no network namespace",
+			pod:     Pod{Spec: base(func(s *corev1.PodSpec) { s.HostNetwork = false }), Netns: "-"},
+			failing: "no network namespace",
 		},
 		{
 			name: "subPath",
@@ -124,10 +162,16 @@ func TestPodmanArgs(t *testing.T) {
 			failing: "needs the node's resolv.conf",
 		},
 	}
-	prefix := []string{"--detach", "--name", "p", "--network", "ns:/run/netns/node"}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.pod.Name, tc.pod.Netns = "p", "/run/netns/node"
+			tc.pod.Name = "p"
+			switch tc.pod.Netns {
+			case "":
+				tc.pod.Netns = "/run/netns/node"
+			case "-":
+				tc.pod.Netns = ""
+			}
+			prefix := []string{"--detach", "--name", "p", "--network", "ns:" + tc.pod.Netns}
 			got, err := PodmanArgs(tc.pod)
 			if tc.failing != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.failing) {
@@ -152,7 +196,7 @@ func TestPodmanArgs(t *testing.T) {
 // each must be expressible, with the capabilities the manifest grants.
 func TestPodmanArgsOverlays(t *testing.T) {
 	root := repoRoot(t)
-	for _, ov := range []string{"base", "overlays/iptables", "overlays/ipvs", "overlays/nftables", "overlays/dual-stack", "overlays/compat", "overlays/monitoring"} {
+	for _, ov := range []string{"base", "overlays/iptables", "overlays/ipvs", "overlays/nftables", "overlays/dual-stack", "overlays/compat", "overlays/monitoring", "overlays/cilium"} {
 		t.Run(ov, func(t *testing.T) {
 			objs, err := manifests.Render(filepath.Join(root, "deploy", ov))
 			if err != nil {
@@ -170,12 +214,17 @@ func TestPodmanArgsOverlays(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			args, err := PodmanArgs(Pod{Name: "p", Spec: &objs.DaemonSet.Spec.Template.Spec, Env: env, Volumes: vols, Netns: "/run/netns/n", ResolvConf: "/etc/resolv.conf"})
+			args, err := PodmanArgs(Pod{Name: "p", Spec: &objs.DaemonSet.Spec.Template.Spec, Env: env, Volumes: vols, Netns: "/run/netns/n", PodIP: "198.18.8.2", ResolvConf: "/etc/resolv.conf"})
 			if err != nil {
 				t.Fatal(err)
 			}
 			joined := strings.Join(args, " ")
-			for _, want := range []string{"--cap-drop ALL", "--read-only", "--security-opt no-new-privileges", "--user 0", "KUBE_DNS_UPSTREAM_SERVICE_HOST=198.18.0.11"} {
+			wants := []string{"--cap-drop ALL", "--read-only", "--security-opt no-new-privileges", "--user 0", "KUBE_DNS_UPSTREAM_SERVICE_HOST=198.18.0.11"}
+			if ov == "overlays/cilium" {
+				// The Corefile binds {$POD_IP}: without it the cache binds nothing.
+				wants = append(wants, "--env POD_IP=198.18.8.2")
+			}
+			for _, want := range wants {
 				if ov == "overlays/compat" && want == "--read-only" {
 					continue // node-cache writes /etc/Corefile
 				}
