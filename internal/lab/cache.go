@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -175,17 +176,44 @@ func (c *Cache) Stop() error {
 	return c.Proc.Stop(20 * time.Second)
 }
 
-// Kill ends the cache with SIGKILL, as a crash or the OOM killer does, and
-// waits for it: nothing of its own clean-up runs.
+// Kill ends the cache with SIGKILL, as a crash or the OOM killer does
+// (kubelet's containers have memory.oom.group: every process of the
+// container at once), and waits for it: nothing of its own clean-up runs.
+// The server child is killed beside its supervising parent, not left to
+// the parent's death signal, which would let it answer for a moment more.
 func (c *Cache) Kill() error {
 	c.forget()
+	server := c.Proc.ServerPID()
 	if err := c.Proc.Signal(syscall.SIGKILL); err != nil && !c.Proc.Exited() {
 		return err
+	}
+	if server != c.Proc.PID() {
+		syscall.Kill(server, syscall.SIGKILL)
 	}
 	if !c.Proc.Wait(5 * time.Second) {
 		return fmt.Errorf("%s (pid %d) does not end after SIGKILL", c.Proc.Name, c.Proc.PID())
 	}
+	for deadline := time.Now().Add(5 * time.Second); server != c.Proc.PID(); time.Sleep(5 * time.Millisecond) {
+		if !alive(server) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s's server (pid %d) does not end after SIGKILL", c.Proc.Name, server)
+		}
+	}
 	return nil
+}
+
+// alive reports whether pid runs (a zombie, dead but not yet reaped, does
+// not).
+func alive(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses.
+	i := bytes.LastIndexByte(stat, ')')
+	return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
 }
 
 // KillCaches SIGKILLs every cache instance.
