@@ -12,7 +12,8 @@ import (
 // ownSocket is one of this process's UDP sockets or TCP (or MPTCP) sockets,
 // with the address it is bound to.
 type ownSocket struct {
-	fd     int
+	fd     int    // one descriptor of the socket (the lowest)
+	ino    uint64 // the socket's inode: one per socket, however many descriptors
 	stream bool // TCP, else UDP
 	addr   netip.AddrPort
 }
@@ -73,16 +74,23 @@ func listening(ips []netip.Addr, ports []int) bool {
 }
 
 // ownSockets lists this process's IPv4 and IPv6 UDP and TCP sockets from
-// /proc/self/fd.
+// /proc/self/fd, each once: a socket with several descriptors (a listener
+// that a reload passed on with File(), or one the hitpath plugin reads) is
+// one socket in its reuseport group, and steering counts sockets.
 func ownSockets() ([]ownSocket, error) {
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return nil, fmt.Errorf("list own sockets: %w", err)
 	}
 	var out []ownSocket
-	for _, e := range entries {
+	seen := map[uint64]bool{}
+	for _, e := range entries { // in descriptor order
 		fd, err := strconv.Atoi(e.Name())
 		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK || seen[st.Ino] {
 			continue
 		}
 		typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
@@ -107,7 +115,8 @@ func ownSockets() ([]ownSocket, error) {
 		default:
 			continue
 		}
-		out = append(out, ownSocket{fd: fd, stream: typ == unix.SOCK_STREAM, addr: ap})
+		seen[st.Ino] = true
+		out = append(out, ownSocket{fd: fd, ino: st.Ino, stream: typ == unix.SOCK_STREAM, addr: ap})
 	}
 	return out, nil
 }

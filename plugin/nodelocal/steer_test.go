@@ -167,8 +167,9 @@ func TestSteerTCP(t *testing.T) {
 	}
 }
 
-// TestOwnSockets finds this process's UDP socket and TCP listener on an
-// address, and not a TCP connection on it.
+// TestOwnSockets finds this process's UDP socket (once, though it has two
+// descriptors) and TCP listener on an address, and not a TCP connection on
+// it.
 func TestOwnSockets(t *testing.T) {
 	u := udpGroup(t, "127.0.0.1:0", 1)[0]
 	port := u.LocalAddr().(*net.UDPAddr).Port
@@ -187,6 +188,14 @@ func TestOwnSockets(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
+
+	// A second descriptor of the UDP socket (as a reload's File() or the
+	// hitpath plugin holds) is the same socket: one slot in the group.
+	dup, err := unix.Dup(rawFD(t, u))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dup)
 
 	lo := netip.MustParseAddr("127.0.0.1")
 	got := steerGroups([]netip.Addr{lo}, []int{port})
