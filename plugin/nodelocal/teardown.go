@@ -47,11 +47,15 @@ func (o *owner) shutdown(in *instance) error {
 		return nil
 	}
 	in.setReady(false)
-	if peers := o.peers(); peers > 0 {
-		log.Infof("Stopping: %d other instance(s) on this node keep the interface and rules", peers)
+	if o.applied == nil || o.applied.rules.Mode == rules.ModeNone {
 		return nil
 	}
-	if o.applied == nil || o.applied.rules.Mode == rules.ModeNone {
+	// Under the node lock, so a peer cannot start between the look and
+	// the drain and have its rules drained with ours.
+	unlock := o.lockNode()
+	defer unlock()
+	if peers := o.peers(); peers > 0 {
+		log.Infof("Stopping: %d other instance(s) on this node keep the interface and rules", peers)
 		return nil
 	}
 	return o.drain(in)
@@ -63,13 +67,13 @@ func (o *owner) shutdown(in *instance) error {
 // holds. The guard alone would send them there only once the sockets
 // close, and what sits in them then is lost: a glibc client's 5 s. The
 // addresses and the fallback stay; the next start puts the rules back.
+// The caller holds the node lock and has seen no peer.
 func (o *owner) drain(in *instance) error {
-	reduced := *o.applied
-	reduced.rules.Drain = true
-	if _, err := in.host.EnsureRules(reduced.rules); err != nil {
+	drained := o.want(in)
+	drained.rules.Drain = true
+	if err := o.apply(in, drained); err != nil {
 		return fmt.Errorf("%s: drain: %w", pluginName, err)
 	}
-	o.applied = &reduced
 	log.Infof("Stopping: new pod queries take their other paths; answering what is in flight")
 	return nil
 }
