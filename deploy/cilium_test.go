@@ -127,10 +127,10 @@ func TestCiliumPodAnswersWithoutLinkOrRules(t *testing.T) {
 		code, _, _ := nsenter.HTTPGet(podIP+":"+env["READY_PORT"], "/ready")
 		return code
 	}
-	waitFor(t, "ready on the pod IP", 20*time.Second, func() bool { return ready() == http.StatusOK })
+	nstest.Eventually(t, "ready on the pod IP", 20*time.Second, func() bool { return ready() == http.StatusOK })
 	for _, proto := range []string{"udp", "tcp"} {
 		for _, name := range []string{"kubernetes.default.svc.cluster.local.", "www.example.test."} {
-			if got := queryA(proto, podIP+":53", name); got != "198.18.2.1" {
+			if got := nstest.LookupA(proto, podIP+":53", name); got != "198.18.2.1" {
 				t.Errorf("%s over %s on the pod IP: %q, want 198.18.2.1 from the upstream", name, proto, got)
 			}
 		}
@@ -140,8 +140,8 @@ func TestCiliumPodAnswersWithoutLinkOrRules(t *testing.T) {
 	}
 
 	cmd.Process.Signal(syscall.SIGTERM)
-	waitFor(t, "not ready after SIGTERM", 8*time.Second, func() bool { return ready() != http.StatusOK })
-	if got := queryA("udp", podIP+":53", "after-sigterm.example.test."); got != "198.18.2.1" {
+	nstest.Eventually(t, "not ready after SIGTERM", 8*time.Second, func() bool { return ready() != http.StatusOK })
+	if got := nstest.LookupA("udp", podIP+":53", "after-sigterm.example.test."); got != "198.18.2.1" {
 		t.Errorf("Not ready, but no longer answering: %q (the lameduck must keep it serving while Cilium drops it)", got)
 	}
 	select {
@@ -183,42 +183,4 @@ func nodeState(t *testing.T) string {
 		}
 	}
 	return b.String()
-}
-
-// queryA asks one A question from the calling goroutine (in the test's
-// namespace) and returns the first address, or "" on any failure.
-func queryA(proto, addr, name string) string {
-	conn, err := net.DialTimeout(proto, addr, time.Second)
-	if err != nil {
-		return ""
-	}
-	defer conn.Close()
-	c := &dns.Conn{Conn: conn}
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	m := new(dns.Msg)
-	m.SetQuestion(name, dns.TypeA)
-	if err := c.WriteMsg(m); err != nil {
-		return ""
-	}
-	resp, err := c.ReadMsg()
-	if err != nil || len(resp.Answer) == 0 {
-		return ""
-	}
-	if a, ok := resp.Answer[0].(*dns.A); ok {
-		return a.A.String()
-	}
-	return ""
-}
-
-// waitFor polls cond every 100 ms until it holds, failing the test after limit.
-func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(limit); ; time.Sleep(100 * time.Millisecond) {
-		if cond() {
-			return
-		}
-		if time.Now().After(end) {
-			t.Fatalf("Not %s within %s", what, limit)
-		}
-	}
 }

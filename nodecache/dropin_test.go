@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"github.com/nodelocaldns/nodelocaldns/internal/nsenter"
 	"github.com/nodelocaldns/nodelocaldns/internal/nstest"
 )
@@ -136,30 +134,6 @@ func clusterDNS(t *testing.T, ip string) {
 	nstest.ServeA(t, "tcp", "198.18.0.11:53", ip)
 }
 
-func lookupA(server, name string) string {
-	m := new(dns.Msg)
-	m.SetQuestion(name, dns.TypeA)
-	c := &dns.Client{Timeout: 500 * time.Millisecond}
-	r, _, err := c.Exchange(m, server)
-	if err != nil || len(r.Answer) == 0 {
-		return ""
-	}
-	if a, ok := r.Answer[0].(*dns.A); ok {
-		return a.A.String()
-	}
-	return ""
-}
-
-func eventually(t *testing.T, what string, d time.Duration, ok func() bool) {
-	t.Helper()
-	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if ok() {
-			return
-		}
-	}
-	t.Fatalf("%s: not within %s", what, d)
-}
-
 // linkLeft returns `ip addr show nodelocaldns` when the link exists, "" when not.
 func linkLeft(t *testing.T) string {
 	out, _ := nstest.Run(t, "ip", "addr", "show", "nodelocaldns")
@@ -197,13 +171,13 @@ func TestDropInDaemonSetArgs(t *testing.T) {
 		"-localip", "169.254.20.10,198.18.0.10", "-conf", filepath.Join(dir, "Corefile"),
 		"-upstreamsvc", "kube-dns-upstream", "-basecorefile", tmpl, "-kubednscm", cm)
 
-	eventually(t, "cluster.local answered on 169.254.20.10", 20*time.Second, func() bool {
-		return lookupA("169.254.20.10:53", "kubernetes.default.svc.cluster.local.") == "198.18.2.1"
+	nstest.Eventually(t, "cluster.local answered on 169.254.20.10", 20*time.Second, func() bool {
+		return nstest.LookupA("udp", "169.254.20.10:53", "kubernetes.default.svc.cluster.local.") == "198.18.2.1"
 	})
-	if got := lookupA("198.18.0.10:53", "www.example.test."); got != "198.18.2.2" {
+	if got := nstest.LookupA("udp", "198.18.0.10:53", "www.example.test."); got != "198.18.2.2" {
 		t.Errorf("www.example.test on 198.18.0.10: %q, want 198.18.2.2 from upstreamNameservers", got)
 	}
-	if got := lookupA("169.254.20.10:53", "db.acme.test."); got != "198.18.2.3" {
+	if got := nstest.LookupA("udp", "169.254.20.10:53", "db.acme.test."); got != "198.18.2.3" {
 		t.Errorf("db.acme.test on 169.254.20.10: %q, want 198.18.2.3 from the stub domain's server", got)
 	}
 
@@ -285,10 +259,10 @@ func TestDropInTemplateWithoutBind(t *testing.T) {
 		"-localip", "169.254.20.10", "-conf", filepath.Join(dir, "Corefile"), "-upstreamsvc", "kube-dns-upstream",
 		"-basecorefile", tmpl, "-kubednscm", cm, "-metrics-listen-address", "")
 
-	eventually(t, "stub domain answered on 169.254.20.10", 20*time.Second, func() bool {
-		return lookupA("169.254.20.10:53", "db.acme.test.") == "198.18.2.3"
+	nstest.Eventually(t, "stub domain answered on 169.254.20.10", 20*time.Second, func() bool {
+		return nstest.LookupA("udp", "169.254.20.10:53", "db.acme.test.") == "198.18.2.3"
 	})
-	if got := lookupA("169.254.20.10:53", "www.example.test."); got != "198.18.2.2" {
+	if got := nstest.LookupA("udp", "169.254.20.10:53", "www.example.test."); got != "198.18.2.2" {
 		t.Errorf("www.example.test on 169.254.20.10: %q, want 198.18.2.2 from the root block", got)
 	}
 	if logs := p.logs.String(); !strings.Contains(logs, "has no bind") || !strings.Contains(logs, tmpl+":1") {

@@ -28,14 +28,14 @@ func TestReloadFollowsConfigMap(t *testing.T) {
 	start(t, bin, []string{"KUBE_DNS_UPSTREAM_SERVICE_HOST=198.18.0.11"},
 		"-localip", "169.254.20.10", "-conf", out, "-upstreamsvc", "kube-dns-upstream",
 		"-basecorefile", tmpl, "-kubednscm", cm, "-metrics-listen-address", "127.0.0.1:9353")
-	eventually(t, "first answer", 20*time.Second, func() bool { return lookupA(server, "www.example.test.") == "198.18.1.1" })
+	nstest.Eventually(t, "first answer", 20*time.Second, func() bool { return nstest.LookupA("udp", server, "www.example.test.") == "198.18.1.1" })
 
 	writeConfigMap(t, cm, map[string]string{
 		keyUpstreams:   `["` + up2 + `"]`,
 		keyStubDomains: `{"stub.test": ["` + stub + `"]}`,
 	})
-	eventually(t, "upstream change served", 15*time.Second, func() bool { return lookupA(server, "www.example.test.") == "198.18.1.2" })
-	eventually(t, "stub domain served", 5*time.Second, func() bool { return lookupA(server, "www.stub.test.") == "198.18.1.3" })
+	nstest.Eventually(t, "upstream change served", 15*time.Second, func() bool { return nstest.LookupA("udp", server, "www.example.test.") == "198.18.1.2" })
+	nstest.Eventually(t, "stub domain served", 5*time.Second, func() bool { return nstest.LookupA("udp", server, "www.stub.test.") == "198.18.1.3" })
 	if b, _ := os.ReadFile(out); !strings.Contains(string(b), "stub.test:53") {
 		t.Errorf("The -conf file does not show the stub domain:\n%s", b)
 	}
@@ -53,12 +53,12 @@ func TestReloadFollowsConfigMap(t *testing.T) {
 		t.Fatalf("config_rejections_total before a bad edit: %s, want 0", got)
 	}
 	writeConfigMap(t, cm, map[string]string{keyUpstreams: `["` + up1 + `", "resolver.example"]`})
-	eventually(t, "bad edit rejected", 10*time.Second, func() bool { return rejections() == "1" })
+	nstest.Eventually(t, "bad edit rejected", 10*time.Second, func() bool { return rejections() == "1" })
 	time.Sleep(3 * time.Second) // a reload check or two
-	if got := lookupA(server, "www.example.test."); got != "198.18.1.2" {
+	if got := nstest.LookupA("udp", server, "www.example.test."); got != "198.18.1.2" {
 		t.Errorf("After a bad edit: www.example.test A %q, want the last good answer 198.18.1.2", got)
 	}
-	if got := lookupA(server, "www.stub.test."); got != "198.18.1.3" {
+	if got := nstest.LookupA("udp", server, "www.stub.test."); got != "198.18.1.3" {
 		t.Errorf("After a bad edit: www.stub.test A %q, want the last good answer 198.18.1.3", got)
 	}
 }

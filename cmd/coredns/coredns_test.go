@@ -174,18 +174,6 @@ func linkAddrs(t *testing.T) string {
 	return strings.Join(addrs, " ")
 }
 
-func waitUntil(t *testing.T, what string, limit time.Duration, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > limit {
-			t.Fatalf("Timed out after %s waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 const nodeCorefile = `.:53 {
 	bind 169.254.20.10 198.18.0.10 2001:2::10
 	nodelocal {
@@ -313,11 +301,11 @@ func TestNodeLifecycle(t *testing.T) {
 				if _, err := nstest.RunInput(t, tc.in, tc.cmd[0], tc.cmd[1:]...); err != nil {
 					t.Fatalf("Tamper (%s): %v", tc.what, err)
 				}
-				d := waitUntil(t, "repair of "+tc.what, 3*time.Second, func() bool {
+				d := nstest.Eventually(t, "repair of "+tc.what, 3*time.Second, func() bool {
 					return ourRules(t) == rules && linkAddrs(t) == "169.254.20.10/32 198.18.0.10/32 2001:2::10/128"
 				})
 				t.Logf("%s: repaired after %s", tc.what, d.Round(time.Millisecond))
-				waitUntil(t, "an answer after repair of "+tc.what, 2*time.Second, func() bool {
+				nstest.Eventually(t, "an answer after repair of "+tc.what, 2*time.Second, func() bool {
 					_, err := query("udp", "198.18.0.10", "example.org")
 					return err == nil
 				})

@@ -66,7 +66,7 @@ func TestSurgePeers(t *testing.T) {
 		}
 		return true
 	}
-	waitUntil(t, "the rules of both IP sets", 5*time.Second, func() bool {
+	nstest.Eventually(t, "the rules of both IP sets", 5*time.Second, func() bool {
 		return has(ourRules(t), "169.254.20.10", "198.18.0.10", "198.18.0.11")
 	})
 	rules := ourRules(t)

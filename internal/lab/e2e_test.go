@@ -14,6 +14,7 @@ import (
 	"github.com/nodelocaldns/nodelocaldns/internal/dnsload"
 	"github.com/nodelocaldns/nodelocaldns/internal/lab"
 	"github.com/nodelocaldns/nodelocaldns/internal/lab/labtest"
+	"github.com/nodelocaldns/nodelocaldns/internal/nstest"
 )
 
 // check is one query and what its answer must hold.
@@ -273,7 +274,7 @@ func TestPluginHostSetup(t *testing.T) {
 	if _, err := l.NodeRunInput(ctx, strings.Join(kept, "\n")+"\n", "iptables-restore", "-w", "5", "-T", "filter"); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "a repair counted after the filter table was restored without the cache's rules", 25*time.Second, func() bool {
+	nstest.Eventually(t, "a repair counted after the filter table was restored without the cache's rules", 25*time.Second, func() bool {
 		m, _ := cache.Metrics()
 		return lab.SumMetric(m, "coredns_nodelocal_repairs_total") > lab.SumMetric(m0, "coredns_nodelocal_repairs_total")
 	})

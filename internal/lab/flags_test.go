@@ -12,6 +12,7 @@ import (
 
 	"github.com/nodelocaldns/nodelocaldns/internal/lab"
 	"github.com/nodelocaldns/nodelocaldns/internal/lab/labtest"
+	"github.com/nodelocaldns/nodelocaldns/internal/nstest"
 )
 
 // stubDomains is the kube-dns ConfigMap entry for the lab's stub domain,
@@ -138,7 +139,7 @@ func TestNodeCacheFlags(t *testing.T) {
 		if err := c.UpdateKubeDNS(stubDomains); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, "the stub domain answers after the ConfigMap edit", 20*time.Second, func() bool {
+		nstest.Eventually(t, "the stub domain answers after the ConfigMap edit", 20*time.Second, func() bool {
 			r, err := lab.Query(l.Pod2, lab.LocalIP, lab.StubName, "A", false)
 			return err == nil && r.Rcode == dns.RcodeSuccess && strings.Contains(r.String(), lab.StubAddr)
 		})
@@ -151,7 +152,7 @@ func TestNodeCacheFlags(t *testing.T) {
 		if err := c.UpdateKubeDNS(bad); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, `coredns_nodecache_setup_errors_total{errortype="configmap"} counts the invalid JSON`, 20*time.Second, func() bool {
+		nstest.Eventually(t, `coredns_nodecache_setup_errors_total{errortype="configmap"} counts the invalid JSON`, 20*time.Second, func() bool {
 			m, err := c.NodeCacheMetrics()
 			return err == nil && lab.SumMetric(m, "coredns_nodecache_setup_errors_total", `errortype="configmap"`) == 1
 		})
@@ -191,19 +192,6 @@ func stopAndCheckClean(ctx context.Context, t *testing.T, l *lab.Lab, c *lab.Fla
 		if strings.Contains(out, lab.LocalIP) || strings.Contains(out, "NODELOCALDNS") {
 			t.Errorf("%s after SIGTERM still has the cache's rules:\n%s", save, grepLines(out, lab.LocalIP, "NODELOCALDNS"))
 		}
-	}
-}
-
-// waitUntil polls ok every 250 ms until it holds and fails the test when
-// it still does not after limit.
-func waitUntil(t *testing.T, what string, limit time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("Not within %v: %s", limit, what)
-		}
-		time.Sleep(250 * time.Millisecond)
 	}
 }
 

@@ -3,6 +3,7 @@ package nstest
 import (
 	"net"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -49,4 +50,21 @@ func ServeA(t testing.TB, network, addr, ip string) string {
 	<-started
 	t.Cleanup(func() { srv.Shutdown() })
 	return bound
+}
+
+// LookupA asks addr (host:port) one A question for name over network
+// ("udp" or "tcp") from the calling goroutine's namespace and returns the
+// first address of the answer, or "" on any failure or an empty answer.
+func LookupA(network, addr, name string) string {
+	c := &dns.Client{Net: network, Timeout: time.Second}
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	r, _, err := c.Exchange(m, addr)
+	if err != nil || len(r.Answer) == 0 {
+		return ""
+	}
+	if a, ok := r.Answer[0].(*dns.A); ok {
+		return a.A.String()
+	}
+	return ""
 }

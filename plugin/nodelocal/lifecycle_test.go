@@ -15,6 +15,7 @@ import (
 	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/whoami"
 
+	"github.com/nodelocaldns/nodelocaldns/internal/nstest"
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -91,7 +92,7 @@ func start(t *testing.T, corefile string) *caddy.Instance {
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
-	waitFor(t, "the node set up", 2*time.Second, nodeOf(inst).Ready)
+	nstest.Eventually(t, "the node set up", 2*time.Second, nodeOf(inst).Ready)
 	return inst
 }
 
@@ -119,17 +120,6 @@ func looping(in *instance) bool {
 	in.o.mu.Lock()
 	defer in.o.mu.Unlock()
 	return in.loop != nil
-}
-
-func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("Timed out after %s waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 const twoBlocks = `example.org:0 {
@@ -288,7 +278,7 @@ func TestRulesBeforeListeners(t *testing.T) {
 		}
 	})
 	fs.set(func(s *fakeSystem) { s.closed = false })
-	waitFor(t, "the steering", time.Second, func() bool {
+	nstest.Eventually(t, "the steering", time.Second, func() bool {
 		n := 0
 		fs.get(func(s *fakeSystem) { n = len(s.steered) })
 		return n == 1
@@ -346,7 +336,7 @@ func TestReconcileRepairs(t *testing.T) {
 		l.addrs = l.addrs[1:]
 		delete(rules, "iptables/auto")
 	})
-	waitFor(t, "the repair", 3*time.Second, func() bool { return f.state() == wantTwoBlocks })
+	nstest.Eventually(t, "the repair", 3*time.Second, func() bool { return f.state() == wantTwoBlocks })
 	if got := testutil.ToFloat64(repairs.WithLabelValues("address")) - before; got != 1 {
 		t.Errorf("Repairs of addresses counted %v, want 1", got)
 	}
@@ -357,14 +347,14 @@ func TestReconcileRepairs(t *testing.T) {
 	f.mu.Unlock()
 	errsBefore := testutil.ToFloat64(setupErrors.WithLabelValues(errIptables))
 	f.tamper(func(_ map[string]*fakeLink, rules map[string]string) { delete(rules, "iptables/auto") })
-	waitFor(t, "not ready", 3*time.Second, func() bool { return !nodeOf(inst).Ready() })
+	nstest.Eventually(t, "not ready", 3*time.Second, func() bool { return !nodeOf(inst).Ready() })
 	if testutil.ToFloat64(setupErrors.WithLabelValues(errIptables)) <= errsBefore {
 		t.Error("A rules failure was not counted in coredns_nodecache_setup_errors_total{errortype=\"iptables\"}")
 	}
 	f.mu.Lock()
 	f.failRules = nil
 	f.mu.Unlock()
-	waitFor(t, "ready again", 3*time.Second, func() bool { return nodeOf(inst).Ready() })
+	nstest.Eventually(t, "ready again", 3*time.Second, func() bool { return nodeOf(inst).Ready() })
 }
 
 func TestTeardownOff(t *testing.T) {
@@ -550,7 +540,7 @@ func TestTakeoverThroughSeams(t *testing.T) {
 	fs := withFakeSystem(t)
 	inst := start(t, twoBlocks)
 	// Steering and buffers follow the listeners, after the start.
-	waitFor(t, "the steering", 2*time.Second, func() bool {
+	nstest.Eventually(t, "the steering", 2*time.Second, func() bool {
 		n := 0
 		fs.get(func(s *fakeSystem) { n = len(s.rcvBufs) })
 		return n > 0

@@ -11,6 +11,7 @@ import (
 	"github.com/coredns/caddy"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/nodelocaldns/nodelocaldns/internal/nstest"
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/netif"
 	"github.com/nodelocaldns/nodelocaldns/plugin/nodelocal/rules"
 )
@@ -52,7 +53,7 @@ func TestPeersWithDifferentSettings(t *testing.T) {
 			surge := start(t, peerCorefile("169.254.20.10 198.18.0.11", 8081))
 
 			const both = "link nodelocaldns up=true [169.254.20.10 198.18.0.10 198.18.0.11]; rules iptables/auto [169.254.20.10 198.18.0.10 198.18.0.11] [0] 8080 [8081] guarded, fallback [169.254.20.10]->invalid IP"
-			waitFor(t, "the node to carry both", 3*time.Second, func() bool { return fs.host.state() == both })
+			nstest.Eventually(t, "the node to carry both", 3*time.Second, func() bool { return fs.host.state() == both })
 			fs.host.takeOps()
 			before := repairsCounted()
 			// Several sync periods of both reconcile loops.
@@ -191,7 +192,7 @@ func TestKilledPeerLeftoversGo(t *testing.T) {
 	old := start(t, peerCorefile("169.254.20.10 198.18.0.10", 8080))
 	onSameNode(fs)
 	surge := start(t, peerCorefile("169.254.20.10 198.18.0.11", 8080))
-	waitFor(t, "the node to carry both", 3*time.Second, func() bool {
+	nstest.Eventually(t, "the node to carry both", 3*time.Second, func() bool {
 		return strings.Contains(fs.host.state(), "198.18.0.11") && strings.Contains(fs.host.state(), "198.18.0.10")
 	})
 
@@ -205,7 +206,7 @@ func TestKilledPeerLeftoversGo(t *testing.T) {
 
 	before := repairsCounted()
 	const left = "link nodelocaldns up=true [169.254.20.10 198.18.0.10]; rules iptables/auto [169.254.20.10 198.18.0.10] [0] 8080 guarded, fallback [169.254.20.10]->invalid IP"
-	waitFor(t, "the killed peer's leftovers to go", 3*time.Second, func() bool { return fs.host.state() == left })
+	nstest.Eventually(t, "the killed peer's leftovers to go", 3*time.Second, func() bool { return fs.host.state() == left })
 	if got := repairsCounted() - before; got != 0 {
 		t.Errorf("%v repairs counted for a peer that went, want 0", got)
 	}
