@@ -118,7 +118,7 @@ func FuzzKubeDNS(f *testing.F) {
 			t.Fatalf("%d stub domains accepted, limit %d", len(parsed), maxStubDomains)
 		}
 		var out bytes.Buffer
-		writeStubs(&out, parsed, root{port: "53", bindArgs: []string{"169.254.20.10"}}, nil)
+		writeStubs(&out, parsed, root{port: "53", bindArgs: []string{"169.254.20.10"}}, nil, true)
 		blocks, err := caddyfile.Parse("stubs", &out, nil)
 		if err != nil {
 			t.Fatalf("Stub block does not parse: %v\n%s", err, out.String())

@@ -177,6 +177,9 @@ func (l *templateLoader) render(tmplPath string, compat bool) ([]byte, []string,
 		return nil, nil, fmt.Errorf("read Corefile template: %w", err)
 	}
 	var src sources
+	if src.hitPath, err = hitPathWanted(); err != nil {
+		return nil, nil, err
+	}
 	if f.localIP != "" {
 		if src.localIPs, err = nodelocal.ParseLocalIPs([]string{f.localIP}); err != nil {
 			return nil, nil, fmt.Errorf("-localip: %w", err)

@@ -37,6 +37,7 @@ type sources struct {
 	upstreams    []string   // for __PILLAR__UPSTREAM__SERVERS__
 	upstreamsErr error
 	stubs        []stubDomain
+	hitPath      bool // add hitpath to every server block with a cache
 	// directive gives the settings lines of the nodelocal block to inject
 	// into every server block, given the port of the template's health line
 	// (0 when it has none); nil injects nothing.
@@ -206,6 +207,7 @@ func joinAddrs(ips []netip.Addr) string {
 
 // render turns a node-cache template into the Corefile CoreDNS runs:
 // placeholders filled, serve_stale added to its cache blocks (withServeStale),
+// hitpath to its blocks with a cache when src says so (withHitPath),
 // one server block for the stub domains appended, and
 // the nodelocal directive injected into every server block when src carries
 // one. It is pure: the same template and sources give the same bytes. The
@@ -216,6 +218,9 @@ func render(file string, tmpl []byte, src sources) ([]byte, []string, error) {
 		return nil, nil, err
 	}
 	body = withServeStale(body)
+	if src.hitPath {
+		body = withHitPath(body)
+	}
 	blocks, err := caddyfile.Parse(file, bytes.NewReader(body), nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("template after rendering: %w", err)
@@ -257,7 +262,7 @@ func render(file string, tmpl []byte, src sources) ([]byte, []string, error) {
 	if len(body) > 0 && body[len(body)-1] != '\n' {
 		out.WriteByte('\n')
 	}
-	writeStubs(&out, src.stubs, root, inject)
+	writeStubs(&out, src.stubs, root, inject, src.hitPath)
 	result := out.Bytes()
 	if err := checkRendered(file, result); err != nil {
 		return nil, nil, err
@@ -482,7 +487,7 @@ func directiveText(lines []string) string {
 // query's name answers). One block shares its cache, its plugins and its
 // loop probe among all stub domains, where a block per domain cost each
 // domain a cache of its own. It binds what the root block binds.
-func writeStubs(out *bytes.Buffer, stubs []stubDomain, r root, inject []string) {
+func writeStubs(out *bytes.Buffer, stubs []stubDomain, r root, inject []string, hitPath bool) {
 	if len(stubs) == 0 {
 		return
 	}
@@ -495,6 +500,9 @@ func writeStubs(out *bytes.Buffer, stubs []stubDomain, r root, inject []string) 
 	out.WriteString(" {\n")
 	if inject != nil {
 		out.WriteString(directiveText(inject) + "\n")
+	}
+	if hitPath {
+		out.WriteString("    hitpath\n")
 	}
 	out.WriteString("    errors\n")
 	out.WriteString("    " + stubCache + " {\n        " + ServeStale + "\n    }\n")

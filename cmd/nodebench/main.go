@@ -4,11 +4,13 @@
 //
 // Peers: this build both ways users run it (bin/coredns with
 // Corefile.example, and as a drop-in with node-cache's flags and the
-// official template) and with `failopen off`; unbound and dnsdist from
+// official template), with `failopen off` and without the hitpath fast
+// path; unbound and dnsdist from
 // Debian, configured as node caches (bench/peers); node-cache when a binary
 // is given (-node-cache, or NODE_CACHE=path), started the DaemonSet way;
 // stock CoreDNS v1.15.0 (installed once with `go install` into the cache
-// directory) with Corefile.example minus the nodelocal directive; the
+// directory) with Corefile.example minus the nodelocal and hitpath
+// directives; the
 // no-cache path (pod → kube-proxy DNAT → upstream CoreDNS pods) and a
 // ceiling (bin/benchresponder, prebuilt answers).
 //
@@ -64,7 +66,7 @@ type options struct {
 	outstanding        int   // dnsperf -q
 	blastQ             int   // dnsblast -q
 	quick              bool
-	budget             time.Duration
+	budget             time.Duration // per peer and round; the run's bound is this × peers × rounds + 10 min
 	nodeCache          string        // node-cache binary, "" when none was given
 	only               string        // comma-separated peer keys, "" for all
 	wait               time.Duration // how long to wait for other labs to end
@@ -86,12 +88,12 @@ func main() {
 	flag.Parse()
 	o.outstanding, o.blastQ = 100, 200
 	if o.quick {
-		o.hitD, o.missD, o.loadD, o.populate, o.budget = 2*time.Second, time.Second, 2*time.Second, []int{10000}, 12*time.Minute
+		o.hitD, o.missD, o.loadD, o.populate, o.budget = 2*time.Second, time.Second, 2*time.Second, []int{10000}, 90*time.Second
 		if o.rounds == 0 {
 			o.rounds = 2
 		}
 	} else {
-		o.hitD, o.missD, o.loadD, o.populate, o.budget = 5*time.Second, 3*time.Second, 4*time.Second, []int{10000, 100000}, 40*time.Minute
+		o.hitD, o.missD, o.loadD, o.populate, o.budget = 5*time.Second, 3*time.Second, 4*time.Second, []int{10000, 100000}, 3*time.Minute
 	}
 	if o.rounds == 0 {
 		o.rounds = 3
@@ -239,7 +241,8 @@ func run(ctx context.Context, o options) error {
 	if err := os.MkdirAll(b.data, 0o755); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, o.budget)
+	budget := o.budget*time.Duration(len(peers)*o.rounds) + 10*time.Minute
+	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	for r := 1; r <= o.rounds; r++ {
 		for i := 0; i < len(peers); i++ {
@@ -247,7 +250,7 @@ func run(ctx context.Context, o options) error {
 			logf("round %d/%d: %s", r, o.rounds, p.Name)
 			if err := b.runPeer(ctx, p, r); err != nil {
 				if ctx.Err() != nil {
-					return fmt.Errorf("stopped in round %d at %s (time budget %v or interrupt): %w", r, p.Name, o.budget, err)
+					return fmt.Errorf("stopped in round %d at %s (time budget %v or interrupt): %w", r, p.Name, budget, err)
 				}
 				if errors.Is(err, errNoSetting) {
 					drop(p.Name, err.Error())
@@ -268,7 +271,7 @@ func run(ctx context.Context, o options) error {
 }
 
 // peerKeys are the keys of every peer makePeers knows, for -peers.
-var peerKeys = []string{"this", "hitpath", "dropin", "failopen", "unbound", "dnsdist", "nodecache", "stock", "nocache", "ceiling"}
+var peerKeys = []string{"this", "twocpu", "nohitpath", "dropin", "failopen", "unbound", "dnsdist", "nodecache", "stock", "nocache", "ceiling"}
 
 // selectPeers turns -peers into a set of keys; empty means every peer.
 func selectPeers(only string) (map[string]bool, error) {
@@ -299,9 +302,13 @@ func makePeers(root, stock, nodeCache string) []peer {
 		cache: true, misses: true,
 		start: withNodeCorefile("bench-this", bin("coredns"), func(cf string) string { return cf }),
 	}, {
-		Peer:  bench.Peer{Key: "hitpath", Name: "this build, hitpath", What: "as this build, with the hitpath directive in every server block (cache hits on UDP answered from the stored reply, batched socket I/O)"},
+		Peer:  bench.Peer{Key: "twocpu", Name: "this build, 2 CPUs", What: "as this build, with `multisocket 2` in every server block and both CPUs to run on (the load generator shares CPU 1 with it): qps per core against this build's on one"},
+		cache: true,
+		start: withNodeCorefileOn("bench-twocpu", bin("coredns"), "0,1", inEveryBlock("multisocket 2")),
+	}, {
+		Peer:  bench.Peer{Key: "nohitpath", Name: "this build, hitpath off", What: "as this build, without the hitpath directive: every query through the CoreDNS chain"},
 		cache: true, misses: true,
-		start: withNodeCorefile("bench-hitpath", bin("coredns"), withHitpath),
+		start: withNodeCorefile("bench-nohitpath", bin("coredns"), without("hitpath")),
 	}, {
 		Peer:  bench.Peer{Key: "dropin", Name: "this build, drop-in", What: "bin/coredns as node-cache's drop-in: the official DaemonSet's args (-localip, -conf, -upstreamsvc) and Corefile template"},
 		cache: true, misses: true,
@@ -328,9 +335,9 @@ func makePeers(root, stock, nodeCache string) []peer {
 	}
 	if stock != "" {
 		ps = append(ps, peer{
-			Peer:  bench.Peer{Key: "stock", Name: "stock CoreDNS " + stockVersion, What: "the same Corefile without the nodelocal directive; the bench holds the local IPs and NOTRACK rules"},
+			Peer:  bench.Peer{Key: "stock", Name: "stock CoreDNS " + stockVersion, What: "the same Corefile without the nodelocal and hitpath directives; the bench holds the local IPs and NOTRACK rules"},
 			cache: true, misses: true, hold: true,
-			start: withNodeCorefile("bench-stock", stock, withoutNodelocal),
+			start: withNodeCorefile("bench-stock", stock, without("nodelocal", "hitpath")),
 		})
 	}
 	ps = append(ps,
@@ -348,6 +355,12 @@ func makePeers(root, stock, nodeCache string) []peer {
 // withNodeCorefile starts bin as server name with the lab's node Corefile,
 // edited, as the DaemonSet would (KUBE_DNS_UPSTREAM_SERVICE_HOST set).
 func withNodeCorefile(name, bin string, edit func(string) string) func(context.Context, *lab.Lab) (*lab.Proc, time.Duration, error) {
+	return withNodeCorefileOn(name, bin, "", edit)
+}
+
+// withNodeCorefileOn is withNodeCorefile on the CPUs cpus (a taskset list;
+// "": the server CPU).
+func withNodeCorefileOn(name, bin, cpus string, edit func(string) string) func(context.Context, *lab.Lab) (*lab.Proc, time.Duration, error) {
 	return func(ctx context.Context, l *lab.Lab) (*lab.Proc, time.Duration, error) {
 		cf, err := l.NodeCorefile()
 		if err != nil {
@@ -357,29 +370,35 @@ func withNodeCorefile(name, bin string, edit func(string) string) func(context.C
 		if err := os.WriteFile(conf, []byte(edit(cf)), 0o644); err != nil {
 			return nil, 0, err
 		}
+		if cpus != "" {
+			return startServerOn(ctx, l, name, cpus, lab.StockEnv(), 20*time.Second, bin, "-conf", conf)
+		}
 		return startServer(ctx, l, name, lab.StockEnv(), 20*time.Second, bin, "-conf", conf)
 	}
 }
 
-// withoutNodelocal removes the nodelocal directive (a block or a single
-// line) from a Corefile, for a CoreDNS that does not have it.
-func withoutNodelocal(cf string) string {
-	var out []string
-	depth := 0
-	for _, line := range strings.Split(cf, "\n") {
-		code, _, _ := strings.Cut(line, "#")
-		f := strings.Fields(code)
-		switch {
-		case depth > 0:
-			depth += strings.Count(code, "{") - strings.Count(code, "}")
-			continue
-		case len(f) > 0 && f[0] == "nodelocal":
-			depth = strings.Count(code, "{") - strings.Count(code, "}")
-			continue
+// without returns an edit that removes the named directives (a block or a
+// single line) from a Corefile, for a CoreDNS that does not have them or a
+// run without them.
+func without(names ...string) func(string) string {
+	return func(cf string) string {
+		var out []string
+		depth := 0
+		for _, line := range strings.Split(cf, "\n") {
+			code, _, _ := strings.Cut(line, "#")
+			f := strings.Fields(code)
+			switch {
+			case depth > 0:
+				depth += strings.Count(code, "{") - strings.Count(code, "}")
+				continue
+			case len(f) > 0 && slices.Contains(names, f[0]):
+				depth = strings.Count(code, "{") - strings.Count(code, "}")
+				continue
+			}
+			out = append(out, line)
 		}
-		out = append(out, line)
+		return strings.Join(out, "\n")
 	}
-	return strings.Join(out, "\n")
 }
 
 // ensureStock returns the cached stock CoreDNS, installing it through the

@@ -6,16 +6,16 @@ import (
 	"testing"
 )
 
-func TestWithoutNodelocal(t *testing.T) {
+func TestWithout(t *testing.T) {
 	b, err := os.ReadFile("../../Corefile.example")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := withoutNodelocal(string(b))
+	got := without("nodelocal", "hitpath")(string(b))
 	for _, line := range strings.Split(got, "\n") {
 		f := strings.Fields(line)
-		if len(f) > 0 && (f[0] == "nodelocal" || f[0] == "localip" || f[0] == "upstreamsvc") {
-			t.Errorf("The nodelocal directive is still there: %q", line)
+		if len(f) > 0 && (f[0] == "nodelocal" || f[0] == "localip" || f[0] == "upstreamsvc" || f[0] == "hitpath") {
+			t.Errorf("The nodelocal or hitpath directive is still there: %q", line)
 		}
 	}
 	if strings.Count(got, "{") != strings.Count(got, "}") {
@@ -35,13 +35,13 @@ func TestWithoutNodelocal(t *testing.T) {
 		case inBlock:
 			want++
 			inBlock = !(len(f) > 0 && f[0] == "}")
-		case len(f) > 0 && f[0] == "nodelocal":
+		case len(f) > 0 && (f[0] == "nodelocal" || f[0] == "hitpath"):
 			want++
 			inBlock = strings.Contains(line, "{")
 		}
 	}
 	if n := len(strings.Split(string(b), "\n")) - len(strings.Split(got, "\n")); n != want {
-		t.Errorf("Removed %d lines, want %d (the nodelocal blocks and directives)", n, want)
+		t.Errorf("Removed %d lines, want %d (the nodelocal blocks and directives, the hitpath lines)", n, want)
 	}
 }
 

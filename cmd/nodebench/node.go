@@ -120,11 +120,26 @@ func startServer(ctx context.Context, l *lab.Lab, name string, env []string, lim
 	if err != nil {
 		return nil, 0, err
 	}
-	t0 := time.Now()
+	return firstAnswer(ctx, l, p, time.Now(), limit)
+}
+
+// startServerOn is startServer on the CPUs cpus (a taskset list) instead
+// of the server CPU.
+func startServerOn(ctx context.Context, l *lab.Lab, name, cpus string, env []string, limit time.Duration, bin string, args ...string) (*lab.Proc, time.Duration, error) {
+	p, err := l.StartOn(ctx, l.Node, name, cpus, env, bin, args...)
+	if err != nil {
+		return nil, 0, err
+	}
+	return firstAnswer(ctx, l, p, time.Now(), limit)
+}
+
+// firstAnswer waits for p's first answer and returns the time since t0;
+// it stops p when none comes within limit.
+func firstAnswer(ctx context.Context, l *lab.Lab, p *lab.Proc, t0 time.Time, limit time.Duration) (*lab.Proc, time.Duration, error) {
 	deadline := t0.Add(limit)
 	for {
 		if p.Exited() {
-			return nil, 0, fmt.Errorf("%s exited before answering; its log:\n%s", name, p.Tail(15))
+			return nil, 0, fmt.Errorf("%s exited before answering; its log:\n%s", p.Name, p.Tail(15))
 		}
 		r, err := lab.Exchange(l.Node, lab.LocalIP, lab.Services[0].Name, dns.TypeA, false, 50*time.Millisecond)
 		if err == nil && len(r.Answer) > 0 {
@@ -132,7 +147,7 @@ func startServer(ctx context.Context, l *lab.Lab, name string, env []string, lim
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			p.Stop(10 * time.Second)
-			return nil, 0, fmt.Errorf("%s did not answer on %s within %v (last: %v); its log:\n%s", name, lab.LocalIP, limit, err, p.Tail(15))
+			return nil, 0, fmt.Errorf("%s did not answer on %s within %v (last: %v); its log:\n%s", p.Name, lab.LocalIP, limit, err, p.Tail(15))
 		}
 		time.Sleep(2 * time.Millisecond)
 	}

@@ -103,18 +103,21 @@ func withFailopen(value string) func(string) string {
 	}
 }
 
-// withHitpath adds the hitpath directive to every server block of a
-// Corefile (a line that opens a block at the start of the line).
-func withHitpath(cf string) string {
-	lines := strings.Split(cf, "\n")
-	out := make([]string, 0, len(lines)+8)
-	for _, l := range lines {
-		out = append(out, l)
-		if l != "" && l[0] != ' ' && l[0] != '\t' && l[0] != '#' && strings.HasSuffix(strings.TrimSpace(l), "{") {
-			out = append(out, "    hitpath")
+// inEveryBlock returns an edit that adds line as the first line of every
+// server block of a Corefile (a line that opens a block at the start of the
+// line).
+func inEveryBlock(line string) func(string) string {
+	return func(cf string) string {
+		lines := strings.Split(cf, "\n")
+		out := make([]string, 0, len(lines)+8)
+		for _, l := range lines {
+			out = append(out, l)
+			if l != "" && l[0] != ' ' && l[0] != '\t' && l[0] != '#' && strings.HasSuffix(strings.TrimSpace(l), "{") {
+				out = append(out, "    "+line)
+			}
 		}
+		return strings.Join(out, "\n")
 	}
-	return strings.Join(out, "\n")
 }
 
 // errNoSetting marks a peer whose Corefile uses a setting the binary does

@@ -104,13 +104,14 @@ func TestKernelShare(t *testing.T) {
 	}
 }
 
-func TestWithHitpath(t *testing.T) {
+
+func TestInEveryBlock(t *testing.T) {
 	cf := "# a comment {\ncluster.local:53 {\n    cache {\n        success 9984 30\n    }\n}\n.:53 {\n    errors\n}\n"
-	got := withHitpath(cf)
-	if n := strings.Count(got, "hitpath"); n != 2 {
-		t.Fatalf("hitpath appears %d times, want once per server block:\n%s", n, got)
+	got := inEveryBlock("multisocket 2")(cf)
+	if n := strings.Count(got, "multisocket 2"); n != 2 {
+		t.Fatalf("multisocket appears %d times, want once per server block:\n%s", n, got)
 	}
-	if !strings.Contains(got, "cluster.local:53 {\n    hitpath\n    cache {") || !strings.Contains(got, ".:53 {\n    hitpath\n    errors") {
-		t.Errorf("hitpath is not first in each server block:\n%s", got)
+	if !strings.Contains(got, "cluster.local:53 {\n    multisocket 2\n    cache {") || !strings.Contains(got, ".:53 {\n    multisocket 2\n    errors") {
+		t.Errorf("multisocket is not first in each server block:\n%s", got)
 	}
 }

@@ -134,7 +134,7 @@ func (l *Lab) startCache(ctx context.Context, corefile string, env []string) (*C
 	if err := os.WriteFile(conf, []byte(corefile), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := l.start(l.Node, name, append([]string{UpstreamEnv}, env...), l.Bin("coredns"), "-conf", conf)
+	p, err := l.start(l.Node, name, l.cfg.ServerCPU, append([]string{UpstreamEnv}, env...), l.Bin("coredns"), "-conf", conf)
 	if err != nil {
 		return nil, err
 	}

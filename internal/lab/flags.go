@@ -144,7 +144,7 @@ func (l *Lab) StartNodeCacheFlags(ctx context.Context, opts FlagsOptions) (*Flag
 	// Peers are instances in the same network namespace (plugin/nodelocal
 	// peers.go), so the default /run/nodelocaldns is shared safely with
 	// other labs' caches on this machine.
-	p, err := l.start(l.Node, "node-cache-flags", []string{UpstreamEnv}, l.Bin("coredns"), c.Args...)
+	p, err := l.start(l.Node, "node-cache-flags", l.cfg.ServerCPU, []string{UpstreamEnv}, l.Bin("coredns"), c.Args...)
 	if err != nil {
 		return nil, err
 	}

@@ -27,7 +27,13 @@ type Proc struct {
 // program's own. The process gets its own process group: Ctrl-C reaches only
 // the lab, which then stops it in order.
 func (l *Lab) Start(ctx context.Context, ns, name string, env []string, bin string, args ...string) (*Proc, error) {
-	p, err := l.start(ns, name, env, bin, args...)
+	return l.StartOn(ctx, ns, name, l.cfg.ServerCPU, env, bin, args...)
+}
+
+// StartOn is Start pinned to cpus (a taskset CPU list, "" for none)
+// instead of the server CPU.
+func (l *Lab) StartOn(ctx context.Context, ns, name, cpus string, env []string, bin string, args ...string) (*Proc, error) {
+	p, err := l.start(ns, name, cpus, env, bin, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -35,10 +41,10 @@ func (l *Lab) Start(ctx context.Context, ns, name string, env []string, bin stri
 	return p, nil
 }
 
-func (l *Lab) start(ns, name string, env []string, bin string, args ...string) (*Proc, error) {
+func (l *Lab) start(ns, name, cpus string, env []string, bin string, args ...string) (*Proc, error) {
 	argv := []string{"netns", "exec", ns}
-	if l.cfg.ServerCPU != "" {
-		argv = append(argv, "taskset", "-c", l.cfg.ServerCPU)
+	if cpus != "" {
+		argv = append(argv, "taskset", "-c", cpus)
 	}
 	argv = append(argv, bin)
 	argv = append(argv, args...)

@@ -62,6 +62,9 @@ a minute, the last 20% of the TTL) unless config.prefetch sets its own. */}}
 {{- if eq $m "cilium" }}{{ $ips = "{$POD_IP}" }}{{ $rules = "none" }}{{ $iface = "none" }}{{ $teardown = "off" }}{{ $self = "{$POD_IP}" }}{{ $lameduck = "10s" }}{{ end -}}
 {{- if $c.skipTeardown }}{{ $teardown = "off" }}{{ end -}}
 {$CLUSTER_DOMAIN}:53 {
+{{- if $c.hitPath }}
+    hitpath
+{{- end }}
 {{- if $c.enableLogging }}
     log
 {{- end }}
@@ -95,6 +98,9 @@ a minute, the last 20% of the TTL) unless config.prefetch sets its own. */}}
 }
 {{- range list "in-addr.arpa" "ip6.arpa" }}
 {{ . }}:53 {
+{{- if $.Values.config.hitPath }}
+    hitpath
+{{- end }}
     errors
 {{- include "nodelocaldns.cache30" $ }}
     loop
@@ -104,6 +110,9 @@ a minute, the last 20% of the TTL) unless config.prefetch sets its own. */}}
 }
 {{- end }}
 .:53 {
+{{- if $c.hitPath }}
+    hitpath
+{{- end }}
 {{- if $c.enableLogging }}
     log
 {{- end }}
