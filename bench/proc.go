@@ -73,3 +73,34 @@ func RSS(pid int) (uint64, error) {
 	}
 	return ParseRSS(string(b))
 }
+
+// ParseMachineStat returns the busy CPU time of every CPU together from the
+// content of /proc/stat: user, nice, system, irq, softirq and steal of its
+// "cpu" line (idle and iowait are not busy; guest time is in user already).
+func ParseMachineStat(stat string) (time.Duration, error) {
+	line, _, _ := strings.Cut(stat, "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("not a /proc/stat cpu line: %q", tail(line, 80))
+	}
+	var busy uint64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system irq softirq steal
+		v, err := strconv.ParseUint(f[i], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/stat field %d %q: %w", i, f[i], err)
+		}
+		busy += v
+	}
+	return time.Duration(busy) * time.Second / clockTick, nil
+}
+
+// MachineCPUTime is the busy CPU time of every CPU of the machine so far:
+// the server, the load generator and the kernel's packet work (on a veth,
+// netfilter's hooks run in softirq context, often charged to no process).
+func MachineCPUTime() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	return ParseMachineStat(string(b))
+}

@@ -79,3 +79,21 @@ func readFile(t *testing.T, name string) string {
 	}
 	return string(b)
 }
+
+func TestParseMachineStat(t *testing.T) {
+	stat := "cpu  100 5 50 9000 20 3 7 2 40 0\ncpu0 50 2 25 4500 10 1 3 1 20 0\n"
+	got, err := ParseMachineStat(stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// user 100 + nice 5 + system 50 + irq 3 + softirq 7 + steal 2 = 167 ticks.
+	if want := 1670 * time.Millisecond; got != want {
+		t.Errorf("Got %v, want %v (idle, iowait and guest not counted)", got, want)
+	}
+	if _, err := ParseMachineStat("intr 1 2 3\n"); err == nil {
+		t.Error("A file without a cpu line parsed")
+	}
+	if m, err := MachineCPUTime(); err != nil || m <= 0 {
+		t.Errorf("MachineCPUTime = %v, %v; want this machine's busy time so far", m, err)
+	}
+}

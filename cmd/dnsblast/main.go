@@ -2,7 +2,8 @@
 // answers, with a fixed number of queries outstanding, sending and reading
 // in batches (sendmmsg and recvmmsg): one core of it keeps a server's core
 // busy where dnsperf's one core cannot, so the server's qps per core is the
-// server's figure. It runs for at most -d and sends at most -n queries, then
+// server's figure. With -sockets it asks from several source ports, so that
+// a server with several reuseport sockets gets queries on each. It runs for at most -d and sends at most -n queries, then
 // prints the figures as JSON on stdout (the fields of bench.Dnsperf).
 //
 //	dnsblast -s 198.18.0.10 -name kubernetes.default.svc.cluster.local -q 200 -d 5s
@@ -26,6 +27,7 @@ const (
 	maxQueries     = 100_000_000
 	maxOutstanding = 10000
 	maxBatch       = 1024
+	maxSockets     = 64
 )
 
 // config is the run's settings.
@@ -38,6 +40,7 @@ type config struct {
 	duration    time.Duration
 	count       uint64
 	timeout     time.Duration
+	sockets     int
 }
 
 func main() {
@@ -51,6 +54,7 @@ func main() {
 	flag.DurationVar(&c.duration, "d", 5*time.Second, "how long to send queries (at most 10m)")
 	flag.Uint64Var(&c.count, "n", 10_000_000, "most queries to send")
 	flag.DurationVar(&c.timeout, "timeout", time.Second, "a query not answered this long is lost")
+	flag.IntVar(&c.sockets, "sockets", 1, "client sockets (source ports), each with its share of -q and -n: a server with several reuseport sockets (multisocket) spreads them by the 4-tuple's hash")
 	flag.Parse()
 	var ok bool
 	if c.qtype, ok = dns.StringToType[qtype]; !ok {
@@ -92,6 +96,8 @@ func (c *config) check() error {
 		return fmt.Errorf("-batch %d: want 1 to %d", c.batch, maxBatch)
 	case c.timeout <= 0 || c.timeout > time.Minute:
 		return fmt.Errorf("-timeout %v: want more than 0 and at most 1m", c.timeout)
+	case c.sockets < 1 || c.sockets > maxSockets || c.sockets > c.outstanding:
+		return fmt.Errorf("-sockets %d: want 1 to %d and at most -q", c.sockets, maxSockets)
 	}
 	if _, _, err := net.SplitHostPort(c.server); err != nil {
 		c.server = net.JoinHostPort(c.server, "53")

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -35,25 +36,62 @@ type blaster struct {
 }
 
 // run sends for c.duration (or until c.count queries went out), then waits
-// at most c.timeout for the answers still due.
+// at most c.timeout for the answers still due, from c.sockets sockets at
+// once, each with its share of the queries outstanding and of the count.
 func run(c config) (bench.Dnsperf, error) {
 	raddr, err := net.ResolveUDPAddr("udp4", c.server)
 	if err != nil {
 		return bench.Dnsperf{}, fmt.Errorf("server %q: %w", c.server, err)
 	}
+	q, err := c.query()
+	if err != nil {
+		return bench.Dnsperf{}, fmt.Errorf("pack the query for %s: %w", c.name, err)
+	}
+	n := max(c.sockets, 1)
+	blasters := make([]*blaster, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range blasters {
+		share := c
+		share.outstanding = c.outstanding / n
+		share.count = c.count / uint64(n)
+		if i < c.outstanding%n {
+			share.outstanding++
+		}
+		if uint64(i) < c.count%uint64(n) {
+			share.count++
+		}
+		b := &blaster{c: share, inflight: make(map[uint16]time.Time, share.outstanding), minLat: time.Duration(math.MaxInt64)}
+		blasters[i] = b
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = b.run(raddr, q, start)
+		}()
+	}
+	wg.Wait()
+	total := &blaster{minLat: time.Duration(math.MaxInt64)}
+	for _, b := range blasters {
+		total.add(b)
+	}
+	return total.figures(time.Since(start)), errors.Join(errs...)
+}
+
+// run is one socket's part of the run.
+func (b *blaster) run(raddr *net.UDPAddr, q []byte, start time.Time) error {
+	c := b.c
+	if c.count == 0 {
+		return nil
+	}
 	conn, err := net.DialUDP("udp4", nil, raddr)
 	if err != nil {
-		return bench.Dnsperf{}, fmt.Errorf("connect to %s: %w", raddr, err)
+		return fmt.Errorf("connect to %s: %w", raddr, err)
 	}
 	defer conn.Close()
 	// Room for a whole window of answers: a burst waits, it is not dropped.
 	conn.SetReadBuffer(4 << 20)
 	conn.SetWriteBuffer(4 << 20)
-	q, err := c.query()
-	if err != nil {
-		return bench.Dnsperf{}, fmt.Errorf("pack the query for %s: %w", c.name, err)
-	}
-	b := &blaster{c: c, inflight: make(map[uint16]time.Time, c.outstanding), minLat: time.Duration(math.MaxInt64)}
 	pc := ipv4.NewPacketConn(conn)
 
 	out := make([]ipv4.Message, c.batch)
@@ -67,25 +105,39 @@ func run(c config) (bench.Dnsperf, error) {
 		in[i].Buffers = [][]byte{make([]byte, 4096)}
 	}
 
-	start := time.Now()
 	stop := start.Add(c.duration)
-	for now := start; now.Before(stop) && b.res.Sent < c.count; now = time.Now() {
+	for now := time.Now(); now.Before(stop) && b.res.Sent < c.count; now = time.Now() {
 		if err := b.send(pc, out, now); err != nil {
-			return b.res, err
+			return err
 		}
 		if err := b.read(pc, in, now.Add(10*time.Millisecond)); err != nil {
-			return b.res, err
+			return err
 		}
 		b.expire(time.Now())
 	}
 	// The answers still due.
 	for drain := time.Now().Add(c.timeout); len(b.inflight) > 0 && time.Now().Before(drain); {
 		if err := b.read(pc, in, drain); err != nil {
-			return b.res, err
+			return err
 		}
 	}
 	b.res.Lost += uint64(len(b.inflight))
-	return b.figures(time.Since(start)), nil
+	return nil
+}
+
+// add adds o's counts to b's.
+func (b *blaster) add(o *blaster) {
+	b.res.Sent += o.res.Sent
+	b.res.Completed += o.res.Completed
+	b.res.Lost += o.res.Lost
+	b.latSum += o.latSum
+	if o.res.Completed > 0 {
+		b.minLat = min(b.minLat, o.minLat)
+		b.maxLat = max(b.maxLat, o.maxLat)
+	}
+	for i, n := range o.rcodes {
+		b.rcodes[i] += n
+	}
 }
 
 // send fills the window, a batch per call, once a whole batch is missing

@@ -3,6 +3,7 @@ package main
 import (
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,7 +35,7 @@ func serve(t *testing.T, mute bool) string {
 
 func TestRunCountsEveryQuery(t *testing.T) {
 	c := config{server: serve(t, false), name: "kubernetes.default.svc.cluster.local", qtype: dns.TypeA,
-		outstanding: 20, batch: 8, duration: time.Minute, count: 2000, timeout: 5 * time.Second}
+		outstanding: 20, batch: 8, duration: time.Minute, count: 2000, timeout: 5 * time.Second, sockets: 1}
 	if err := c.check(); err != nil {
 		t.Fatal(err)
 	}
@@ -50,9 +51,52 @@ func TestRunCountsEveryQuery(t *testing.T) {
 	}
 }
 
+// With -sockets the queries go out from that many source ports, each with
+// its share, and every one is counted once.
+func TestRunSockets(t *testing.T) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := map[int]int{}
+	var mu sync.Mutex
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		mu.Lock()
+		ports[w.RemoteAddr().(*net.UDPAddr).Port]++
+		mu.Unlock()
+		m := new(dns.Msg)
+		m.SetReply(r)
+		w.WriteMsg(m)
+	})}
+	go srv.ActivateAndServe()
+	t.Cleanup(func() { srv.Shutdown() })
+	c := config{server: pc.LocalAddr().String(), name: "a.test", qtype: dns.TypeA,
+		outstanding: 21, batch: 4, duration: time.Minute, count: 3001, timeout: 5 * time.Second, sockets: 4}
+	if err := c.check(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := run(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent != 3001 || res.Completed != 3001 || res.Lost != 0 {
+		t.Errorf("Got sent %d, completed %d, lost %d; want 3001 sent and answered (-n 3001)", res.Sent, res.Completed, res.Lost)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ports) != 4 {
+		t.Errorf("Queries came from %d source ports, want 4 (-sockets 4): %v", len(ports), ports)
+	}
+	for p, n := range ports {
+		if n < 750 || n > 751 {
+			t.Errorf("Port %d sent %d queries, want its share of 3001 (750 or 751)", p, n)
+		}
+	}
+}
+
 func TestRunCountsLostQueries(t *testing.T) {
 	c := config{server: serve(t, true), name: "kubernetes.default.svc.cluster.local", qtype: dns.TypeA,
-		outstanding: 5, batch: 4, duration: 300 * time.Millisecond, count: 1000, timeout: 50 * time.Millisecond}
+		outstanding: 5, batch: 4, duration: 300 * time.Millisecond, count: 1000, timeout: 50 * time.Millisecond, sockets: 1}
 	if err := c.check(); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +110,7 @@ func TestRunCountsLostQueries(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	ok := config{server: "198.18.0.10", name: "a.test", outstanding: 100, batch: 32, duration: time.Second, count: 10, timeout: time.Second}
+	ok := config{server: "198.18.0.10", name: "a.test", outstanding: 100, batch: 32, duration: time.Second, count: 10, timeout: time.Second, sockets: 1}
 	for _, tc := range []struct {
 		edit func(*config)
 		want string
@@ -77,6 +121,8 @@ func TestCheck(t *testing.T) {
 		{func(c *config) { c.outstanding = 20000 }, "-q 20000"},
 		{func(c *config) { c.batch = 0 }, "-batch 0"},
 		{func(c *config) { c.name = "" }, "-name"},
+		{func(c *config) { c.sockets = 0 }, "-sockets 0"},
+		{func(c *config) { c.sockets = 101 }, "-sockets 101"},
 	} {
 		c := ok
 		tc.edit(&c)

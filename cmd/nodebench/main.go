@@ -65,6 +65,7 @@ type options struct {
 	populate           []int // cached-name steps for the RSS figures
 	outstanding        int   // dnsperf -q
 	blastQ             int   // dnsblast -q
+	blastSockets       int   // dnsblast -sockets, for peers that set none
 	quick              bool
 	budget             time.Duration // per peer and round; the run's bound is this × peers × rounds + 10 min
 	nodeCache          string        // node-cache binary, "" when none was given
@@ -84,6 +85,7 @@ func main() {
 	flag.StringVar(&o.nodeCache, "node-cache", os.Getenv("NODE_CACHE"), "node-cache binary built from kubernetes/dns, measured as the official DaemonSet starts it (also NODE_CACHE=path)")
 	flag.DurationVar(&o.wait, "wait", 5*time.Minute, "how long to wait for other labs on this machine to end before measuring anyway (the report then says so)")
 	flag.BoolVar(&o.profile, "profile", true, "profile this build (perf) while it answers dnsblast's cache hits in the last round: out/bench/profile.txt")
+	flag.IntVar(&o.blastSockets, "blast-sockets", 1, "source ports dnsblast asks from, for every peer but `this build, 2 CPUs` (which uses 4 so that its two sockets both get queries)")
 	flag.StringVar(&o.only, "peers", "", "measure only these peers, comma-separated keys ("+strings.Join(peerKeys, ",")+")")
 	flag.Parse()
 	o.outstanding, o.blastQ = 100, 200
@@ -124,6 +126,9 @@ type peer struct {
 	hold   bool                                                                    // the bench holds the local IPs for it
 	cache  bool                                                                    // it caches: miss and RSS-with-names figures apply
 	misses bool                                                                    // the miss figure applies
+	// blastSockets is how many source ports dnsblast asks it from (0: the
+	// run's -blast-sockets): a server with several sockets needs several.
+	blastSockets int
 }
 
 func run(ctx context.Context, o options) error {
@@ -141,15 +146,16 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	rep := &bench.Report{Started: t0.UTC(), Quick: o.quick, Rounds: o.rounds, Machine: machine(), Settings: map[string]string{
-		"hit_run":         o.hitD.String(),
-		"miss_run":        o.missD.String(),
-		"testdns_run":     o.loadD.String(),
-		"testdns_workers": strconv.Itoa(o.workers),
-		"dnsperf_q":       strconv.Itoa(o.outstanding),
-		"dnsblast_q":      strconv.Itoa(o.blastQ),
-		"server_cpu":      serverCPU,
-		"load_cpu":        loadCPU,
-		"upstream_delay":  "1.5ms",
+		"hit_run":          o.hitD.String(),
+		"miss_run":         o.missD.String(),
+		"testdns_run":      o.loadD.String(),
+		"testdns_workers":  strconv.Itoa(o.workers),
+		"dnsperf_q":        strconv.Itoa(o.outstanding),
+		"dnsblast_q":       strconv.Itoa(o.blastQ),
+		"dnsblast_sockets": strconv.Itoa(o.blastSockets),
+		"server_cpu":       serverCPU,
+		"load_cpu":         loadCPU,
+		"upstream_delay":   "1.5ms",
 	}}
 	pin := runtime.NumCPU() >= 2
 	if !pin {
@@ -302,8 +308,8 @@ func makePeers(root, stock, nodeCache string) []peer {
 		cache: true, misses: true,
 		start: withNodeCorefile("bench-this", bin("coredns"), func(cf string) string { return cf }),
 	}, {
-		Peer:  bench.Peer{Key: "twocpu", Name: "this build, 2 CPUs", What: "as this build, with `multisocket 2` in every server block and both CPUs to run on (the load generator shares CPU 1 with it): qps per core against this build's on one"},
-		cache: true,
+		Peer:  bench.Peer{Key: "twocpu", Name: "this build, 2 CPUs", What: "as this build, with `multisocket 2` in every server block and both CPUs to run on (the load generator shares CPU 1 with it): qps per core against this build's on one; dnsblast asks from 4 source ports, so the kernel's reuseport hash spreads them over both sockets"},
+		cache: true, blastSockets: 4,
 		start: withNodeCorefileOn("bench-twocpu", bin("coredns"), "0,1", inEveryBlock("multisocket 2")),
 	}, {
 		Peer:  bench.Peer{Key: "nohitpath", Name: "this build, hitpath off", What: "as this build, without the hitpath directive: every query through the CoreDNS chain"},

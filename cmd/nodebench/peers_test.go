@@ -104,7 +104,6 @@ func TestKernelShare(t *testing.T) {
 	}
 }
 
-
 func TestInEveryBlock(t *testing.T) {
 	cf := "# a comment {\ncluster.local:53 {\n    cache {\n        success 9984 30\n    }\n}\n.:53 {\n    errors\n}\n"
 	got := inEveryBlock("multisocket 2")(cf)

@@ -104,12 +104,12 @@ func mib(p *lab.Proc) float64 {
 }
 
 // blast runs bin/dnsblast from pod1 at the kube-dns IP, asking the one
-// cached name, and keeps its output.
-func (b *bencher) blast(ctx context.Context, tag string, d time.Duration, outstanding int) (bench.Dnsperf, error) {
+// cached name from sockets source ports, and keeps its output.
+func (b *bencher) blast(ctx context.Context, tag string, d time.Duration, outstanding, sockets int) (bench.Dnsperf, error) {
 	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
 	defer cancel()
 	name, argv := b.loadArgs(b.l.Bin("dnsblast"), "-s", lab.KubeDNSIP, "-name", lab.Services[0].Name,
-		"-q", strconv.Itoa(outstanding), "-d", d.String())
+		"-q", strconv.Itoa(outstanding), "-d", d.String(), "-sockets", strconv.Itoa(sockets))
 	out, err := lab.PodRun(ctx, b.l.Pod1, name, argv...)
 	os.WriteFile(filepath.Join(b.raw, tag+".dnsblast.json"), []byte(out), 0o644)
 	if err != nil {
@@ -133,9 +133,17 @@ func (b *bencher) hits(peer string, procs []*lab.Proc, key, tool string, load fu
 	if err != nil {
 		return err
 	}
+	m0, err := bench.MachineCPUTime()
+	if err != nil {
+		return err
+	}
 	d, err := load()
 	if err != nil {
 		return fmt.Errorf("cache hits (%s): %w", tool, err)
+	}
+	m1, err := bench.MachineCPUTime()
+	if err != nil {
+		return err
 	}
 	c1, err := cpu(procs)
 	if err != nil {
@@ -157,6 +165,11 @@ func (b *bencher) hits(peer string, procs []*lab.Proc, key, tool string, load fu
 	r.Metric(key+"_cpu_100k", pre+"CPU per 100k answered", "s", "lower").Add(peer, perQuery/10)
 	r.Metric(key+"_qps_core", pre+"qps per core", "", "higher").Add(peer, perCore)
 	r.Metric(key+"_busy", pre+"server CPU busy", "%", "lower").Add(peer, busy)
+	machine := math.NaN()
+	if d.Completed > 0 {
+		machine = (m1 - m0).Seconds() * 1e6 / float64(d.Completed)
+	}
+	r.Metric(key+"_machine_us", pre+"machine CPU per answered query (server, load generator, kernel)", "µs", "lower").Add(peer, machine)
 	return nil
 }
 
@@ -205,11 +218,15 @@ func (b *bencher) runPeer(ctx context.Context, p peer, round int) (err error) {
 	}); err != nil {
 		return err
 	}
-	blast := func() (bench.Dnsperf, error) { return b.blast(ctx, tag+"-blast", b.o.hitD, b.o.blastQ) }
+	sockets := b.o.blastSockets
+	if p.blastSockets > 0 {
+		sockets = p.blastSockets
+	}
+	blast := func() (bench.Dnsperf, error) { return b.blast(ctx, tag+"-blast", b.o.hitD, b.o.blastQ, sockets) }
 	if b.o.profile && k == "this" && round == b.o.rounds && server != nil {
 		run := blast
 		blast = func() (d bench.Dnsperf, err error) {
-			b.profiled(server.PID(), b.o.hitD, func() error { d, err = run(); return err })
+			b.profiled(server.ServerPID(), b.o.hitD, func() error { d, err = run(); return err })
 			return d, err
 		}
 	}

@@ -14,7 +14,7 @@ import (
 type ownSocket struct {
 	fd     int    // one descriptor of the socket (the lowest)
 	ino    uint64 // the socket's inode: one per socket, however many descriptors
-	stream bool // TCP, else UDP
+	stream bool   // TCP, else UDP
 	addr   netip.AddrPort
 }
 
