@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync/atomic"
+	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -20,16 +23,18 @@ var (
 )
 
 // batchIO reads and writes one UDP socket in batches (recvmmsg, sendmmsg).
-// It works on CoreDNS's own descriptor of the socket, the one CoreDNS's
-// server got, and never closes it: a descriptor of its own would be one
-// more socket for whoever counts a process's sockets on an address (the
-// reuseport steering of nodelocal does). Waiting is a poll on the socket
-// and on an eventfd that stop writes to. (Waiting in Go's netpoller on an
-// epoll set holding the socket measured the same and once left a batch of
-// queries unanswered for dnsperf's 5 s timeout: not kept.)
+// It works on a descriptor of its own of CoreDNS's socket (the same socket:
+// nodelocal's steering counts sockets by inode, so a second descriptor is
+// not a second member of the reuseport group), held by a net.UDPConn so
+// that waiting is Go's netpoller's: a goroutine parked in the netpoller
+// holds no thread and no P. (Waiting in a blocking poll(2) held the only P
+// of a one-CPU server until the runtime's sysmon took it back, up to 10 ms
+// later, while the chain's goroutines, the queries it does not answer
+// itself, waited for it: under 200 glibc clients their median lookup took
+// twice the chain's alone.)
 type batchIO struct {
-	fd   int
-	wake int
+	conn *net.UDPConn
+	rc   syscall.RawConn
 
 	stopped atomic.Bool
 
@@ -42,12 +47,30 @@ type batchIO struct {
 	ohdrs []unix.Mmsghdr
 }
 
+// newBatchIO serves the socket of descriptor fd (CoreDNS's; it stays open
+// and CoreDNS's) through a descriptor of its own.
 func newBatchIO(fd, n, size int) (*batchIO, error) {
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("make eventfd: %w", err)
+		return nil, fmt.Errorf("duplicate socket descriptor %d: %w", fd, err)
 	}
-	b := &batchIO{fd: fd, wake: wake, bufs: make([][]byte, n), names: make([]unix.RawSockaddrInet6, n),
+	f := os.NewFile(uintptr(d), "hitpath")
+	pc, err := net.FilePacketConn(f) // a descriptor of its own again, in the netpoller
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("use socket descriptor %d: %w", fd, err)
+	}
+	conn, ok := pc.(*net.UDPConn)
+	if !ok {
+		pc.Close()
+		return nil, fmt.Errorf("socket descriptor %d is not a UDP socket", fd)
+	}
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	b := &batchIO{conn: conn, rc: rc, bufs: make([][]byte, n), names: make([]unix.RawSockaddrInet6, n),
 		iov: make([]unix.Iovec, n), hdrs: make([]unix.Mmsghdr, n), oiov: make([]unix.Iovec, n), ohdrs: make([]unix.Mmsghdr, n)}
 	for i := range n {
 		b.bufs[i] = make([]byte, size)
@@ -64,30 +87,44 @@ func newBatchIO(fd, n, size int) (*batchIO, error) {
 // b.bufs[i][:b.hdrs[i].Len], from b.names[i]; b.truncated(i) says it was
 // longer than the buffer.
 func (b *batchIO) read() (int, error) {
-	if b.stopped.Load() {
-		return 0, errStopped // also under a load that never lets it wait
-	}
 	for i := range b.hdrs {
 		b.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
 		b.hdrs[i].Hdr.Flags = 0
 		b.hdrs[i].Len = 0
 	}
 	for {
-		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(b.fd), uintptr(unsafe.Pointer(&b.hdrs[0])),
-			uintptr(len(b.hdrs)), unix.MSG_DONTWAIT, 0, 0)
-		switch errno {
-		case 0:
-			return int(n), nil
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			if err := b.wait(unix.POLLIN); err != nil {
-				return 0, err
+		if b.stopped.Load() {
+			return 0, errStopped // also under a load that never lets it wait
+		}
+		var n int
+		var errno syscall.Errno
+		err := b.rc.Read(func(fd uintptr) bool {
+			for {
+				r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])),
+					uintptr(len(b.hdrs)), unix.MSG_DONTWAIT, 0, 0)
+				switch e {
+				case unix.EINTR:
+					continue
+				case unix.EAGAIN:
+					return false // wait in the netpoller
+				}
+				n, errno = int(r), e
+				return true
 			}
-		case unix.EBADF:
-			return 0, errClosed
-		default:
+		})
+		switch {
+		case err == nil && errno == 0:
+			return n, nil
+		case err == nil:
 			return 0, errno
+		case b.stopped.Load():
+			return 0, errStopped
+		case errors.Is(err, net.ErrClosed):
+			return 0, errClosed
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			continue // not stopped: a deadline this code does not set
+		default:
+			return 0, err
 		}
 	}
 }
@@ -104,56 +141,38 @@ func (b *batchIO) write(replies [][]byte, from []int) error {
 		b.ohdrs[k].Hdr.Iov = &b.oiov[k]
 		b.ohdrs[k].Hdr.SetIovlen(1)
 	}
-	for sent := 0; sent < len(replies); {
-		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(b.fd), uintptr(unsafe.Pointer(&b.ohdrs[sent])),
-			uintptr(len(replies)-sent), unix.MSG_DONTWAIT, 0, 0)
-		switch errno {
-		case 0:
-			sent += int(n)
-		case unix.EINTR:
-		case unix.EAGAIN:
-			if err := b.wait(unix.POLLOUT); err != nil {
-				return err
+	sent := 0
+	err := b.rc.Write(func(fd uintptr) bool {
+		for sent < len(replies) {
+			n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.ohdrs[sent])),
+				uintptr(len(replies)-sent), unix.MSG_DONTWAIT, 0, 0)
+			switch e {
+			case 0:
+				sent += int(n)
+			case unix.EINTR:
+			case unix.EAGAIN:
+				return false // wait in the netpoller for room
+			default:
+				// One bad destination fails the call: skip that reply.
+				sent++
 			}
-		default:
-			// One bad destination fails the call: skip that reply.
-			sent++
 		}
+		return true
+	})
+	if err != nil && b.stopped.Load() {
+		return errStopped
 	}
-	return nil
+	return err
 }
 
-// wait blocks until the socket has the events ev or the listener stops.
-func (b *batchIO) wait(ev int16) error {
-	fds := []unix.PollFd{{Fd: int32(b.fd), Events: ev}, {Fd: int32(b.wake), Events: unix.POLLIN}}
-	for {
-		_, err := unix.Poll(fds, -1)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("poll UDP socket: %w", err)
-		}
-		if fds[1].Revents != 0 {
-			return errStopped
-		}
-		if fds[0].Revents&unix.POLLNVAL != 0 {
-			return errClosed
-		}
-		return nil
-	}
-}
-
-// stop makes read and write return errStopped.
+// stop makes read and write return errStopped, waking a wait.
 func (b *batchIO) stop() {
 	b.stopped.Store(true)
-	var one [8]byte
-	binary.NativeEndian.PutUint64(one[:], 1)
-	unix.Write(b.wake, one[:])
+	b.conn.SetDeadline(time.Now())
 }
 
-// close releases the eventfd; the socket stays CoreDNS's.
-func (b *batchIO) close() { unix.Close(b.wake) }
+// close releases the listener's descriptor; CoreDNS's stays.
+func (b *batchIO) close() { b.conn.Close() }
 
 // addr returns the sender of query i.
 func (b *batchIO) addr(i int) *net.UDPAddr {
@@ -173,20 +192,9 @@ func (b *batchIO) addr(i int) *net.UDPAddr {
 // sendTo sends one reply, for the queries the chain answers.
 func (b *batchIO) sendTo(p []byte, to *net.UDPAddr) error {
 	ap := to.AddrPort()
-	var sa unix.Sockaddr
-	if ap.Addr().Is4() || ap.Addr().Is4In6() {
-		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().Unmap().As4()}
-	} else {
-		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+	if b.conn.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
-	for range 2 {
-		err := unix.Sendto(b.fd, p, unix.MSG_DONTWAIT, sa)
-		if err != unix.EAGAIN {
-			return err
-		}
-		if err := b.wait(unix.POLLOUT); err != nil {
-			return err
-		}
-	}
-	return unix.EAGAIN
+	_, err := b.conn.WriteToUDPAddrPort(p, ap)
+	return err
 }
