@@ -159,16 +159,14 @@ func (b *batchIO) write(replies [][]byte, from []int) error {
 		}
 		return true
 	})
-	if err != nil && b.stopped.Load() {
-		return errStopped
-	}
 	return err
 }
 
-// stop makes read and write return errStopped, waking a wait.
+// stop makes read return errStopped, waking its wait. Writing goes on:
+// the replies to queries already read still go out.
 func (b *batchIO) stop() {
 	b.stopped.Store(true)
-	b.conn.SetDeadline(time.Now())
+	b.conn.SetReadDeadline(time.Now())
 }
 
 // close releases the listener's descriptor; CoreDNS's stays.

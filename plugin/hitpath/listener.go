@@ -40,6 +40,10 @@ type listener struct {
 
 	stopOnce sync.Once
 	exited   chan struct{}
+	// slow counts the queries handed to the chain and not yet answered:
+	// their replies go out through the listener's descriptor, which closes
+	// only when they are done (after a reload, the old instance's).
+	slow sync.WaitGroup
 }
 
 // owners maps a socket (by inode) to the listener serving it, across
@@ -174,7 +178,10 @@ func (l *listener) serve() {
 			delete(owners, l.ino)
 		}
 		ownersMu.Unlock()
-		l.io.close()
+		go func() {
+			l.slow.Wait()
+			l.io.close()
+		}()
 		close(l.exited)
 	}()
 	replies := make([][]byte, batchSize)
@@ -228,11 +235,12 @@ func (l *listener) serve() {
 			if ok {
 				p.key, p.nameEnd = string(key), nameEnd
 			}
-			go l.slow(p, l.io.addr(i))
+			l.slow.Add(1)
+			go l.serveSlow(p, l.io.addr(i))
 		}
 		if k > 0 {
-			if err := l.io.write(replies[:k], from[:k]); err == errStopped {
-				return
+			if err := l.io.write(replies[:k], from[:k]); err != nil {
+				log.Debugf("Write to clients of %s: %v", l.local, err)
 			}
 		}
 	}
@@ -253,9 +261,10 @@ type pending struct {
 
 type pendingKey struct{}
 
-// slow serves q as miekg/dns serves a UDP query for CoreDNS: a reply for a
+// serveSlow serves q as miekg/dns serves a UDP query for CoreDNS: a reply for a
 // header it rejects, else ServeDNS of the server.
-func (l *listener) slow(p *pending, from *net.UDPAddr) {
+func (l *listener) serveSlow(p *pending, from *net.UDPAddr) {
+	defer l.slow.Done()
 	w := &writer{l: l, remote: from, p: p}
 	q := p.q
 	dh := dns.Header{Id: binary.BigEndian.Uint16(q), Bits: binary.BigEndian.Uint16(q[2:]),
