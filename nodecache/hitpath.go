@@ -1,10 +1,8 @@
 package nodecache
 
 import (
-	"bytes"
 	"fmt"
 	"os"
-	"strings"
 )
 
 // HitPathEnv turns the hitpath directive the loader adds off ("off") or on
@@ -29,44 +27,21 @@ func hitPathWanted() (bool, error) {
 // Corefiles. A block where a plugin must see every query (log, rewrite, ...)
 // keeps the fast path off by itself and says so in the log.
 func withHitPath(body []byte) []byte {
-	type block struct {
-		open          int // end of the opening brace
-		cache, hasHit bool
-	}
-	var blocks []block
-	keyStart, snippet := true, false
-	lineOf := -1 // line of the directive being read at depth 1
-	for _, t := range tokenize(body) {
-		switch {
-		case t.depth == 0 && t.text == "{":
-			if !snippet {
-				blocks = append(blocks, block{open: t.end})
+	var want []serverBlock
+	for _, b := range serverBlocks(tokenize(body)) {
+		cache, has := false, false
+		line := -1
+		for _, t := range b.body {
+			if t.depth != 1 || t.line == line {
+				continue
 			}
-		case t.depth == 0 && t.text == "}":
-			keyStart, snippet = true, false
-		case t.depth == 0:
-			if keyStart {
-				snippet = strings.HasPrefix(t.text, "(") && strings.HasSuffix(t.text, ")")
-				keyStart = false
-			}
-		case t.depth == 1 && !snippet && len(blocks) > 0 && t.line != lineOf:
-			// The first token of a line in a server block: a directive.
-			lineOf = t.line
-			b := &blocks[len(blocks)-1]
-			b.cache = b.cache || t.text == "cache"
-			b.hasHit = b.hasHit || t.text == "hitpath"
+			line = t.line // the first token of a line in the block: a directive
+			cache = cache || t.text == "cache"
+			has = has || t.text == "hitpath"
+		}
+		if cache && !has {
+			want = append(want, b)
 		}
 	}
-	var out bytes.Buffer
-	last := 0
-	for _, b := range blocks {
-		if !b.cache || b.hasHit {
-			continue
-		}
-		out.Write(body[last:b.open])
-		out.WriteString("\n    hitpath")
-		last = b.open
-	}
-	out.Write(body[last:])
-	return out.Bytes()
+	return insertAfterOpen(body, want, "\n    hitpath")
 }

@@ -433,27 +433,33 @@ func directiveAt(file string, blocks []caddyfile.ServerBlock) string {
 	return ""
 }
 
-// injectDirective writes a nodelocal block right after the opening brace of
-// every server block (snippet definitions excepted).
-func injectDirective(file string, body []byte, lines []string) ([]byte, error) {
-	block := directiveText(lines)
-	var out bytes.Buffer
-	last, blocks := 0, 0
-	keyStart := true
-	snippet := false
-	for _, t := range tokenize(body) {
+// serverBlock is one server block of a Corefile (snippet definitions are
+// not server blocks): where its opening brace ends and its tokens between
+// the braces.
+type serverBlock struct {
+	open int
+	body []token
+}
+
+// serverBlocks finds the server blocks among a Corefile's tokens.
+func serverBlocks(toks []token) []serverBlock {
+	var out []serverBlock
+	keyStart, snippet, in := true, false, -1
+	for i, t := range toks {
 		if t.depth != 0 {
 			continue
 		}
 		switch t.text {
 		case "{":
 			if !snippet {
-				out.Write(body[last:t.end])
-				out.WriteString("\n" + block)
-				last = t.end
-				blocks++
+				out = append(out, serverBlock{open: t.end})
+				in = i + 1
 			}
 		case "}":
+			if in >= 0 {
+				out[len(out)-1].body = toks[in:i]
+				in = -1
+			}
 			keyStart, snippet = true, false
 		default:
 			if keyStart {
@@ -462,11 +468,34 @@ func injectDirective(file string, body []byte, lines []string) ([]byte, error) {
 			}
 		}
 	}
+	if in >= 0 { // unclosed: the parser refuses it later
+		out[len(out)-1].body = toks[in:]
+	}
+	return out
+}
+
+// insertAfterOpen writes text right after the opening brace of each of
+// blocks (in order).
+func insertAfterOpen(body []byte, blocks []serverBlock, text string) []byte {
+	var out bytes.Buffer
+	last := 0
+	for _, b := range blocks {
+		out.Write(body[last:b.open])
+		out.WriteString(text)
+		last = b.open
+	}
 	out.Write(body[last:])
-	if blocks == 0 {
+	return out.Bytes()
+}
+
+// injectDirective writes a nodelocal block right after the opening brace of
+// every server block (snippet definitions excepted).
+func injectDirective(file string, body []byte, lines []string) ([]byte, error) {
+	blocks := serverBlocks(tokenize(body))
+	if len(blocks) == 0 {
 		return nil, fmt.Errorf("%s: no server block in braces to add the nodelocal directive to", file)
 	}
-	return out.Bytes(), nil
+	return insertAfterOpen(body, blocks, "\n"+directiveText(lines)), nil
 }
 
 // directiveText indents the nodelocal block as node-cache's template does.
