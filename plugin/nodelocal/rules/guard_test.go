@@ -242,23 +242,7 @@ func TestGuardFallbackKubeProxy(t *testing.T) {
 			if _, err := nstest.RunInput(t, kube, binary(families[0], b, "restore"), "--noflush"); err != nil {
 				t.Fatal(err)
 			}
-			spec := Spec{Mode: ModeIptables, Backend: b, DNSPorts: []int{53}, Guard: true,
-				LocalIPs: []netip.Addr{netip.MustParseAddr(guardLocal)},
-				Fallback: []netip.Addr{netip.MustParseAddr(guardLocal)}, Upstream: netip.MustParseAddr("198.18.0.12")}
-			m := New()
-			ensure(t, m, spec)
-			serve(t, guardEndpoint, "198.18.7.53")
-			c := serve(t, guardLocal, "198.18.7.1")
-			if got, err := ask(t, pod, guardLocal); got != "198.18.7.1" {
-				t.Errorf("Cache up: answered by %q (%v), want the cache", got, err)
-			}
-			c.Close()
-			if got, err := ask(t, pod, guardLocal); got != "198.18.7.53" {
-				t.Errorf("No cache socket: answered by %q (%v), want kube-proxy's endpoint", got, err)
-			}
-			if err := m.Remove(spec); err != nil {
-				t.Fatal(err)
-			}
+			checkFallbackToEndpoint(t, pod, Spec{Mode: ModeIptables, Backend: b})
 		})
 	}
 }
@@ -275,9 +259,20 @@ func TestGuardFallbackKubeProxyNft(t *testing.T) {
 	if _, err := nstest.Run(t, "nft", kube); err != nil {
 		t.Fatal(err)
 	}
-	spec := Spec{Mode: ModeNftables, DNSPorts: []int{53}, Guard: true,
-		LocalIPs: []netip.Addr{netip.MustParseAddr(guardLocal)},
-		Fallback: []netip.Addr{netip.MustParseAddr(guardLocal)}, Upstream: netip.MustParseAddr("198.18.0.12")}
+	checkFallbackToEndpoint(t, pod, Spec{Mode: ModeNftables})
+}
+
+// checkFallbackToEndpoint puts in the guarded rules of spec's mode and
+// backend for guardLocal, with the standing fallback to the upstream
+// ClusterIP 198.18.0.12 that kube-proxy sends to guardEndpoint: the pod is
+// answered by the cache while its socket is open, by the endpoint once it
+// is closed.
+func checkFallbackToEndpoint(t *testing.T, pod netns.NsHandle, spec Spec) {
+	t.Helper()
+	spec.DNSPorts, spec.Guard = []int{53}, true
+	spec.LocalIPs = []netip.Addr{netip.MustParseAddr(guardLocal)}
+	spec.Fallback = []netip.Addr{netip.MustParseAddr(guardLocal)}
+	spec.Upstream = netip.MustParseAddr("198.18.0.12")
 	m := New()
 	ensure(t, m, spec)
 	serve(t, guardEndpoint, "198.18.7.53")
