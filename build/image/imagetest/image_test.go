@@ -361,15 +361,14 @@ func serviceLinks(t *testing.T, objs *manifests.Objects) map[string]string {
 	return env
 }
 
-func runCase(ctx context.Context, t *testing.T, root string, l *lab.Lab, c imageCase) {
-	objs := render(t, root, c.overlay, c.image)
-	ctr, err := objs.Container()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ctr.Image != c.image {
-		t.Fatalf("Rendered image %q, want %q (params.env IMAGE)", ctr.Image, c.image)
-	}
+// podInLab turns the rendered DaemonSet's pod into podman arguments for a
+// container named name in the lab, with the kubelet's environment and the
+// ConfigMap volumes as files, and returns them with the pod's namespace and
+// IP. A host-network pod is the node: its namespace and, for the probes and
+// metrics, the node's address. A pod-network pod gets a namespace and IP of
+// its own, and the downward API's status.podIP is that IP.
+func podInLab(ctx context.Context, t *testing.T, l *lab.Lab, objs *manifests.Objects, name string) (args []string, podNS, podIP string) {
+	t.Helper()
 	env, err := objs.PodEnv(serviceLinks(t, objs))
 	if err != nil {
 		t.Fatal(err)
@@ -378,19 +377,14 @@ func runCase(ctx context.Context, t *testing.T, root string, l *lab.Lab, c image
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := "nodelocaldns-imagetest-" + l.ID + "-" + c.name()
-	// A host-network pod is the node: its namespace and, for the probes and
-	// metrics, the node's address. A pod-network pod gets a namespace and IP
-	// of its own, and the downward API's status.podIP is that IP.
-	hostNetwork := objs.DaemonSet.Spec.Template.Spec.HostNetwork
-	podNS, podIP := l.Node, lab.BridgeIP
-	if !hostNetwork {
+	podNS, podIP = l.Node, lab.BridgeIP
+	if !objs.DaemonSet.Spec.Template.Spec.HostNetwork {
 		if podNS, err = l.AddPod(ctx, "cpod", cachePodNodeIP, cachePodIP); err != nil {
 			t.Fatal(err)
 		}
 		podIP = cachePodIP
 	}
-	args, err := PodmanArgs(Pod{
+	args, err = PodmanArgs(Pod{
 		Name:       name,
 		Spec:       &objs.DaemonSet.Spec.Template.Spec,
 		Env:        env,
@@ -402,6 +396,21 @@ func runCase(ctx context.Context, t *testing.T, root string, l *lab.Lab, c image
 	if err != nil {
 		t.Fatal(err)
 	}
+	return args, podNS, podIP
+}
+
+func runCase(ctx context.Context, t *testing.T, root string, l *lab.Lab, c imageCase) {
+	objs := render(t, root, c.overlay, c.image)
+	ctr, err := objs.Container()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctr.Image != c.image {
+		t.Fatalf("Rendered image %q, want %q (params.env IMAGE)", ctr.Image, c.image)
+	}
+	name := "nodelocaldns-imagetest-" + l.ID + "-" + c.name()
+	hostNetwork := objs.DaemonSet.Spec.Template.Spec.HostNetwork
+	args, podNS, podIP := podInLab(ctx, t, l, objs, name)
 	before, err := nodeState(ctx, l.Node, podNS)
 	if err != nil {
 		t.Fatal(err)
@@ -795,28 +804,13 @@ func TestImageCapabilities(t *testing.T) {
 						t.Fatalf("%s adds %v, not %s", cc.c.overlay, add, cc.cap)
 					}
 					ctr.SecurityContext.Capabilities.Add = slices.DeleteFunc(add, func(c corev1.Capability) bool { return c == cc.cap })
-					env, err := objs.PodEnv(serviceLinks(t, objs))
-					if err != nil {
-						t.Fatal(err)
-					}
-					vols, err := Materialize(objs, t.TempDir())
-					if err != nil {
-						t.Fatal(err)
-					}
 					name := "nodelocaldns-imagetest-" + l.ID + "-caps"
+					args, _, podIP := podInLab(ctx, t, l, objs, name)
 					// Where the pod's DNS, probes and metrics are: the local IP
 					// and the node's address, or a pod-network pod's own.
-					podNS, podIP, server := l.Node, lab.BridgeIP, lab.LocalIP
+					server := lab.LocalIP
 					if !objs.DaemonSet.Spec.Template.Spec.HostNetwork {
-						if podNS, err = l.AddPod(ctx, "cpod", cachePodNodeIP, cachePodIP); err != nil {
-							t.Fatal(err)
-						}
-						podIP, server = cachePodIP, cachePodIP
-					}
-					args, err := PodmanArgs(Pod{Name: name, Spec: &objs.DaemonSet.Spec.Template.Spec, Env: env, Volumes: vols,
-						Netns: "/run/netns/" + podNS, PodIP: podIP, ResolvConf: "/etc/netns/" + l.Node + "/resolv.conf"})
-					if err != nil {
-						t.Fatal(err)
+						server = cachePodIP
 					}
 					if _, err := podman(ctx, root, append([]string{"run"}, args...)...); err != nil {
 						t.Fatal(err)
